@@ -1,0 +1,66 @@
+# SonicForge — the front door. `make` lists the targets.
+
+CARGO_TARGET_DIR ?= $(HOME)/.cache/sonicforge/target
+export CARGO_TARGET_DIR
+CARGO ?= cargo
+LISTEN ?= 127.0.0.1:8080
+BIN_RELEASE := $(CARGO_TARGET_DIR)/release/sonicforge
+BIN_DEBUG := $(CARGO_TARGET_DIR)/debug/sonicforge
+BROWSER_TESTS := actors/tests/browser
+LISTENERS ?= 1000
+SECONDS ?= 60
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## Print every target with its description
+	@awk 'BEGIN {FS = ":.*## "}; /^[a-zA-Z_-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: deps
+deps: ## Install the system packages needed to build (cmake, a C compiler)
+	@scripts/install-deps.sh build
+
+.PHONY: build
+build: deps ## Build the engine in release mode
+	$(CARGO) build --release --locked -p sonicforge-actors --bin sonicforge
+
+.PHONY: run
+run: build ## Build, then start the engine with its embedded defaults and print the player URL
+	$(BIN_RELEASE) run --listen $(LISTEN)
+
+.PHONY: check-config
+check-config: build ## Check config/sonicforge.toml
+	$(BIN_RELEASE) check-config --config config/sonicforge.toml
+
+.PHONY: test
+test: ## Format and lint checks, every test, and the browser test (installs what is missing)
+	@scripts/install-deps.sh test
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+	$(CARGO) build --locked --workspace --all-targets
+	$(CARGO) test --locked --workspace
+	$(MAKE) --no-print-directory test-browser
+
+.PHONY: test-browser
+test-browser: ## Play a station in headless Chromium through the web player
+	@scripts/install-deps.sh test
+	$(CARGO) build --locked -p sonicforge-actors --bin sonicforge
+	cd $(BROWSER_TESTS) && npm ci --no-audit --no-fund --loglevel=error
+	cd $(BROWSER_TESTS) && SONICFORGE_BIN=$(BIN_DEBUG) node --test
+
+.PHONY: bench
+bench: deps ## Run the criterion benchmarks (generator, mixer, encoder, rings)
+	$(CARGO) bench --locked -p sonicforge-engine
+
+.PHONY: loadtest
+loadtest: build ## Swarm of LISTENERS WebSocket listeners for SECONDS against a fresh release engine
+	$(CARGO) build --release --locked -p sonicforge-loadtests
+	scripts/loadtest.sh $(LISTENERS) $(SECONDS)
+
+.PHONY: fmt
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+.PHONY: clean
+clean: ## Remove build outputs
+	$(CARGO) clean

@@ -1,0 +1,387 @@
+//! The configuration file: what the stations are.
+//!
+//! Parsing is strict (unknown keys are errors) and every error names the file and
+//! the key. The shipped default, `config/sonicforge.toml`, is embedded in the binary.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The default configuration, as shipped in `config/sonicforge.toml`.
+pub const DEFAULT_CONFIG: &str = include_str!("../../config/sonicforge.toml");
+/// Name used in errors for the embedded default configuration.
+pub const EMBEDDED_NAME: &str = "<embedded config/sonicforge.toml>";
+
+/// Everything that can be wrong with a configuration file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("config file {path}: key `{key}`: {message}")]
+    Invalid {
+        path: String,
+        key: String,
+        message: String,
+    },
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub listeners: ListenerConfig,
+    /// The stations; at least one.
+    pub stations: Vec<StationConfig>,
+}
+
+/// The HTTP server.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to bind (overridden by `--listen` and `SONICFORGE_LISTEN`).
+    pub listen: SocketAddr,
+    /// Directory for the engine's own files (overridden by `SONICFORGE_DATA_DIR`).
+    pub data_dir: PathBuf,
+    /// HTTP worker threads; 0 means one per CPU core.
+    pub workers: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("data"),
+            workers: 0,
+        }
+    }
+}
+
+/// How listener sessions are served.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenerConfig {
+    /// Newest audio sent on connect, in milliseconds (200..=500).
+    pub pre_roll_ms: u32,
+    /// Lag past which a listener skips forward to the newest packet.
+    pub max_lag_ms: u32,
+    /// Time a listener may stay behind, or a send may wait, before disconnection.
+    pub behind_deadline_ms: u32,
+    /// Opus packets a WebSocket session writes per wake-up (1..=50).
+    pub send_batch_packets: u32,
+    /// Ogg page duration of the HTTP stream (20..=1000, multiple of 20).
+    pub http_page_ms: u32,
+    /// Kernel send buffer per listener socket, in bytes (4096..=4194304).
+    pub socket_send_buffer_bytes: u32,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        Self {
+            pre_roll_ms: 300,
+            max_lag_ms: 500,
+            behind_deadline_ms: 10_000,
+            send_batch_packets: 1,
+            http_page_ms: 100,
+            socket_send_buffer_bytes: 32_768,
+        }
+    }
+}
+
+/// One station.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StationConfig {
+    /// Used in URLs; lowercase letters, digits, '-' and '_'.
+    pub id: String,
+    /// Shown to listeners.
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Opus renditions in kb/s (6..=510), one encoder each.
+    #[serde(default = "default_renditions")]
+    pub renditions_kbps: Vec<u32>,
+    /// Equal-power crossfade between tracks in milliseconds (0..=30000).
+    #[serde(default = "default_crossfade_ms")]
+    pub crossfade_ms: u32,
+    /// Length of generated tracks in seconds (1..=1200); absent: seed-chosen 120..=240 s.
+    #[serde(default)]
+    pub track_seconds: Option<f32>,
+    /// Tracks rendered ahead of the one on air (2..=16).
+    #[serde(default = "default_upcoming")]
+    pub upcoming_tracks: usize,
+    /// Seed of the station's track seeds; absent: taken from the clock at start.
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// Generator prompts, played in order and repeated.
+    pub playlist: Vec<String>,
+}
+
+fn default_renditions() -> Vec<u32> {
+    vec![64, 128]
+}
+
+fn default_crossfade_ms() -> u32 {
+    4000
+}
+
+fn default_upcoming() -> usize {
+    2
+}
+
+impl Config {
+    /// Loads `path`, or the embedded default when `path` is `None`.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                Self::parse(&text, &path.display().to_string())
+            }
+            None => Self::parse(DEFAULT_CONFIG, EMBEDDED_NAME),
+        }
+    }
+
+    /// Parses and validates `text`; `origin` names the file in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|error| ConfigError::Parse {
+            path: origin.to_string(),
+            message: error.to_string().trim_end().to_string(),
+        })?;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    /// Applies the environment's overrides (`SONICFORGE_LISTEN`, `SONICFORGE_DATA_DIR`).
+    pub fn apply_environment(
+        &mut self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        if let Some(listen) = lookup("SONICFORGE_LISTEN") {
+            self.server.listen = listen.parse().map_err(|error| ConfigError::Invalid {
+                path: "environment".into(),
+                key: "SONICFORGE_LISTEN".into(),
+                message: format!("`{listen}` is not an address like 127.0.0.1:8080: {error}"),
+            })?;
+        }
+        if let Some(dir) = lookup("SONICFORGE_DATA_DIR") {
+            self.server.data_dir = PathBuf::from(dir);
+        }
+        Ok(())
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |key: String, message: String| ConfigError::Invalid {
+            path: origin.to_string(),
+            key,
+            message,
+        };
+        let listeners = &self.listeners;
+        check_range("listeners.pre_roll_ms", listeners.pre_roll_ms, 200, 500).map_err(|m| invalid("listeners.pre_roll_ms".into(), m))?;
+        check_range("listeners.max_lag_ms", listeners.max_lag_ms, 60, 10_000).map_err(|m| invalid("listeners.max_lag_ms".into(), m))?;
+        check_range("listeners.behind_deadline_ms", listeners.behind_deadline_ms, 500, 600_000)
+            .map_err(|m| invalid("listeners.behind_deadline_ms".into(), m))?;
+        check_range("listeners.send_batch_packets", listeners.send_batch_packets, 1, 50)
+            .map_err(|m| invalid("listeners.send_batch_packets".into(), m))?;
+        check_range("listeners.http_page_ms", listeners.http_page_ms, 20, 1000)
+            .map_err(|m| invalid("listeners.http_page_ms".into(), m))?;
+        if !listeners.http_page_ms.is_multiple_of(20) {
+            return Err(invalid(
+                "listeners.http_page_ms".into(),
+                format!("{} is not a multiple of 20 (the Opus frame length)", listeners.http_page_ms),
+            ));
+        }
+        check_range(
+            "listeners.socket_send_buffer_bytes",
+            listeners.socket_send_buffer_bytes,
+            4096,
+            4 * 1024 * 1024,
+        )
+        .map_err(|m| invalid("listeners.socket_send_buffer_bytes".into(), m))?;
+
+        if self.stations.is_empty() {
+            return Err(invalid("stations".into(), "at least one station is needed".into()));
+        }
+        let mut ids = HashSet::new();
+        for (index, station) in self.stations.iter().enumerate() {
+            let key = |field: &str| format!("stations[{index}].{field}");
+            if station.id.is_empty()
+                || station.id.len() > 64
+                || !station
+                    .id
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+            {
+                return Err(invalid(
+                    key("id"),
+                    format!(
+                        "`{}` must be 1 to 64 lowercase letters, digits, '-' or '_'",
+                        station.id
+                    ),
+                ));
+            }
+            if !ids.insert(station.id.as_str()) {
+                return Err(invalid(key("id"), format!("station `{}` is defined twice", station.id)));
+            }
+            if station.name.trim().is_empty() {
+                return Err(invalid(key("name"), "must not be empty".into()));
+            }
+            if station.renditions_kbps.is_empty() {
+                return Err(invalid(key("renditions_kbps"), "at least one rendition is needed".into()));
+            }
+            let mut seen = HashSet::new();
+            for (r, kbps) in station.renditions_kbps.iter().enumerate() {
+                let rendition_key = format!("stations[{index}].renditions_kbps[{r}]");
+                check_range(&rendition_key, *kbps, 6, 510).map_err(|m| invalid(rendition_key.clone(), m))?;
+                if !seen.insert(*kbps) {
+                    return Err(invalid(rendition_key, format!("{kbps} kb/s is listed twice")));
+                }
+            }
+            check_range(&key("crossfade_ms"), station.crossfade_ms, 0, 30_000)
+                .map_err(|m| invalid(key("crossfade_ms"), m))?;
+            if let Some(seconds) = station.track_seconds
+                && !(1.0..=1200.0).contains(&seconds)
+            {
+                return Err(invalid(
+                    key("track_seconds"),
+                    format!("{seconds} is outside 1..=1200 seconds"),
+                ));
+            }
+            if !(2..=16).contains(&station.upcoming_tracks) {
+                return Err(invalid(
+                    key("upcoming_tracks"),
+                    format!("{} is outside 2..=16", station.upcoming_tracks),
+                ));
+            }
+            if station.playlist.is_empty() {
+                return Err(invalid(key("playlist"), "at least one prompt is needed".into()));
+            }
+            for (p, prompt) in station.playlist.iter().enumerate() {
+                if let Err(error) = sonicforge_engine::generate::parse_prompt(prompt) {
+                    return Err(invalid(format!("stations[{index}].playlist[{p}]"), error.to_string()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The station with this id.
+    pub fn station(&self, id: &str) -> Option<&StationConfig> {
+        self.stations.iter().find(|s| s.id == id)
+    }
+}
+
+fn check_range(key: &str, value: u32, min: u32, max: u32) -> Result<(), String> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(format!("{value} is outside {min}..={max} (key {key})"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_of(text: &str) -> String {
+        Config::parse(text, "test.toml").unwrap_err().to_string()
+    }
+
+    const MINIMAL: &str = r#"
+[[stations]]
+id = "main"
+name = "Main"
+playlist = ["lofi chill 80 bpm A minor"]
+"#;
+
+    #[test]
+    fn shipped_default_config_loads() {
+        let config = Config::load(None).unwrap();
+        let main = config.station("main").unwrap();
+        assert_eq!(main.renditions_kbps, vec![64, 128]);
+        assert_eq!(main.crossfade_ms, 4000);
+        assert_eq!(config.server.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.listeners, ListenerConfig::default());
+    }
+
+    #[test]
+    fn shipped_file_on_disk_matches_the_embedded_one() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/sonicforge.toml");
+        assert_eq!(Config::load(Some(&path)).unwrap(), Config::load(None).unwrap());
+    }
+
+    #[test]
+    fn minimal_config_takes_defaults() {
+        let config = Config::parse(MINIMAL, "test.toml").unwrap();
+        assert_eq!(config.stations[0].upcoming_tracks, 2);
+        assert_eq!(config.listeners.behind_deadline_ms, 10_000);
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_the_file() {
+        let message = error_of(&format!("{MINIMAL}colour = \"red\"\n"));
+        assert!(message.contains("test.toml"), "{message}");
+        assert!(message.contains("colour"), "{message}");
+    }
+
+    #[test]
+    fn unknown_key_in_a_section_is_an_error() {
+        let message = error_of(&format!("[listeners]\npre_rol_ms = 300\n{MINIMAL}"));
+        assert!(message.contains("pre_rol_ms"), "{message}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let message = error_of(&MINIMAL.replace("name = \"Main\"", "name = \"Main\"\ncrossfade_ms = \"long\""));
+        assert!(message.contains("crossfade_ms"), "{message}");
+        assert!(message.contains("test.toml"), "{message}");
+    }
+
+    #[test]
+    fn bad_bitrate_is_named_with_its_bounds() {
+        let message = error_of(&MINIMAL.replace("name = \"Main\"", "name = \"Main\"\nrenditions_kbps = [64, 900]"));
+        assert!(message.contains("stations[0].renditions_kbps[1]"), "{message}");
+        assert!(message.contains("6..=510"), "{message}");
+    }
+
+    #[test]
+    fn duplicate_station_is_refused() {
+        let message = error_of(&format!("{MINIMAL}{MINIMAL}"));
+        assert!(message.contains("defined twice"), "{message}");
+    }
+
+    #[test]
+    fn empty_prompt_is_refused() {
+        let message = error_of(&MINIMAL.replace("[\"lofi chill 80 bpm A minor\"]", "[\"\"]"));
+        assert!(message.contains("stations[0].playlist[0]"), "{message}");
+    }
+
+    #[test]
+    fn environment_overrides_listen_and_data_dir() {
+        let mut config = Config::parse(MINIMAL, "test.toml").unwrap();
+        config
+            .apply_environment(|key| match key {
+                "SONICFORGE_LISTEN" => Some("127.0.0.1:9999".into()),
+                "SONICFORGE_DATA_DIR" => Some("/tmp/sf".into()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(config.server.listen.port(), 9999);
+        assert_eq!(config.server.data_dir, PathBuf::from("/tmp/sf"));
+        let error = config
+            .apply_environment(|key| (key == "SONICFORGE_LISTEN").then(|| "nowhere".into()))
+            .unwrap_err();
+        assert!(error.to_string().contains("SONICFORGE_LISTEN"));
+    }
+}

@@ -1,0 +1,262 @@
+//! The actix-web application: player pages, the station API, listener streams,
+//! metrics and health.
+
+mod web_files;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use actix::Actor;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, CacheControl, CacheDirective};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::config::Config;
+use crate::listen::{ListenerSession, ogg_stream};
+use crate::metrics::{ListenerMetrics, Metrics, TRANSPORT_HTTP, TRANSPORT_WEBSOCKET};
+use crate::station::{NowPlaying, Station, Stations};
+
+/// Shared by every request handler.
+#[derive(Debug)]
+pub struct AppState {
+    pub stations: Arc<Stations>,
+    pub metrics: Metrics,
+    pub config: Arc<Config>,
+    next_serial: AtomicU32,
+}
+
+impl AppState {
+    pub fn new(stations: Arc<Stations>, metrics: Metrics, config: Arc<Config>) -> Self {
+        Self {
+            stations,
+            metrics,
+            config,
+            next_serial: AtomicU32::new(0x5f0_0001),
+        }
+    }
+
+    fn station(&self, id: &str) -> Result<&Arc<Station>, ApiError> {
+        self.stations.get(id).ok_or_else(|| ApiError::UnknownStation(id.to_string()))
+    }
+}
+
+/// Errors answered to API and stream requests, as JSON.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("no station `{0}`")]
+    UnknownStation(String),
+    #[error("station `{station}` has no {requested} kb/s rendition")]
+    UnknownRendition { station: String, requested: u32, available: Vec<u32> },
+    #[error("no such page")]
+    NotFound,
+    #[error("websocket handshake failed: {0}")]
+    Handshake(String),
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::UnknownStation(_) | Self::NotFound => StatusCode::NOT_FOUND,
+            Self::UnknownRendition { .. } | Self::Handshake(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let detail = match self {
+            Self::UnknownRendition { available, .. } => json!({ "available_kbps": available }),
+            _ => serde_json::Value::Null,
+        };
+        HttpResponse::build(self.status_code()).json(json!({ "error": self.to_string(), "detail": detail }))
+    }
+}
+
+/// Registers every route.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/", web::get().to(web_files::index))
+        .route("/stations/{id}", web::get().to(station_page))
+        .route("/stations/{id}/ws", web::get().to(websocket))
+        .route("/stations/{id}/stream.opus", web::get().to(http_stream))
+        .route("/assets/{file}", web::get().to(web_files::asset))
+        .route("/manifest.webmanifest", web::get().to(web_files::manifest))
+        .route("/sw.js", web::get().to(web_files::service_worker))
+        .route("/api/stations", web::get().to(list_stations))
+        .route("/api/stations/{id}", web::get().to(get_station))
+        .route("/metrics", web::get().to(metrics))
+        .route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .default_service(web::to(not_found));
+}
+
+async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound)
+}
+
+async fn station_page(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    state.station(&id)?;
+    Ok(web_files::station_page())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StreamQuery {
+    bitrate: Option<u32>,
+}
+
+fn rendition_index(station: &Station, bitrate: Option<u32>) -> Result<usize, ApiError> {
+    let feed = station.feed(bitrate).ok_or_else(|| ApiError::UnknownRendition {
+        station: station.id().to_string(),
+        requested: bitrate.unwrap_or_default(),
+        available: station.config.renditions_kbps.clone(),
+    })?;
+    Ok(station
+        .feeds
+        .iter()
+        .position(|f| f.bitrate_kbps == feed.bitrate_kbps)
+        .unwrap_or_default())
+}
+
+async fn websocket(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    query: web::Query<StreamQuery>,
+    req: HttpRequest,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let station = Arc::clone(state.station(&id)?);
+    let rendition = rendition_index(&station, query.bitrate)?;
+    let (response, session, inbound) =
+        actix_ws::handle(&req, body).map_err(|error| ApiError::Handshake(error.to_string()))?;
+    let metrics = ListenerMetrics::new(
+        &state.metrics,
+        station.id(),
+        TRANSPORT_WEBSOCKET,
+        station.feeds[rendition].bitrate_kbps,
+    );
+    ListenerSession::new(station, rendition, session, inbound, metrics).start();
+    Ok(response)
+}
+
+async fn http_stream(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    query: web::Query<StreamQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let station = Arc::clone(state.station(&id)?);
+    let rendition = rendition_index(&station, query.bitrate)?;
+    let metrics = ListenerMetrics::new(
+        &state.metrics,
+        station.id(),
+        TRANSPORT_HTTP,
+        station.feeds[rendition].bitrate_kbps,
+    );
+    let serial = state.next_serial.fetch_add(1, Ordering::Relaxed);
+    Ok(HttpResponse::Ok()
+        .content_type("audio/ogg")
+        .insert_header(CacheControl(vec![CacheDirective::NoCache, CacheDirective::NoStore]))
+        .insert_header((header::HeaderName::from_static("x-content-type-options"), "nosniff"))
+        .streaming(ogg_stream(station, rendition, serial, metrics)))
+}
+
+/// A station as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct StationView {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub renditions: Vec<u32>,
+    pub listeners: i64,
+    pub on_air: bool,
+    pub now_playing: Option<NowPlaying>,
+    pub up_next: Vec<UpNext>,
+}
+
+/// A queued track as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct UpNext {
+    pub track_id: String,
+    pub title: String,
+    pub prompt: String,
+}
+
+impl StationView {
+    fn of(station: &Station) -> Self {
+        Self {
+            id: station.id().to_string(),
+            name: station.config.name.clone(),
+            description: station.config.description.clone(),
+            renditions: station.config.renditions_kbps.clone(),
+            listeners: station.listener_count(),
+            on_air: station.is_audio_flowing(),
+            now_playing: station.now_playing(),
+            up_next: station
+                .board
+                .up_next()
+                .iter()
+                .map(|t| UpNext {
+                    track_id: t.track_id.clone(),
+                    title: t.title.clone(),
+                    prompt: t.prompt.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+async fn list_stations(state: web::Data<AppState>) -> HttpResponse {
+    let stations: Vec<_> = state.stations.iter().map(|s| StationView::of(s)).collect();
+    HttpResponse::Ok().json(json!({ "stations": stations }))
+}
+
+async fn get_station(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(StationView::of(state.station(&id)?)))
+}
+
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.metrics.render())
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "alive" }))
+}
+
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let not_flowing: Vec<&str> = state
+        .stations
+        .iter()
+        .filter(|s| !s.is_audio_flowing())
+        .map(|s| s.id())
+        .collect();
+    if not_flowing.is_empty() {
+        HttpResponse::Ok().json(json!({ "status": "ready" }))
+    } else {
+        HttpResponse::ServiceUnavailable().json(json!({ "status": "not ready", "stations_without_audio": not_flowing }))
+    }
+}
+
+/// Query-string errors answered as JSON 400s naming the problem.
+pub fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|error, _req| {
+        let message = error.to_string();
+        actix_web::error::InternalError::from_response(
+            error,
+            HttpResponse::BadRequest().json(json!({ "error": "invalid query string", "detail": message })),
+        )
+        .into()
+    })
+}
+
+/// Path errors answered as JSON 400s naming the problem.
+pub fn path_config() -> web::PathConfig {
+    web::PathConfig::default().error_handler(|error, _req| {
+        let message = error.to_string();
+        actix_web::error::InternalError::from_response(
+            error,
+            HttpResponse::BadRequest().json(json!({ "error": "invalid path", "detail": message })),
+        )
+        .into()
+    })
+}

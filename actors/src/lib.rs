@@ -1,0 +1,10 @@
+//! SonicForge's actors: supervised station pipelines, the listener fan-out, the
+//! HTTP application, configuration and metrics. The `sonicforge` binary is
+//! `src/main.rs`.
+
+pub mod config;
+pub mod http;
+pub mod listen;
+pub mod metrics;
+pub mod server;
+pub mod station;

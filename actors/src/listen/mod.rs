@@ -1,0 +1,225 @@
+//! The fan-out: every listener reads its rendition's lock-free packet ring with a
+//! cursor of its own. WebSocket listeners are [`ListenerSession`] actors; plain HTTP
+//! listeners get a continuous Ogg/Opus body ([`ogg_stream`]).
+//!
+//! A listener that falls further behind than `max_lag_ms` skips forward to the
+//! newest packet (the next packet carries the discontinuity flag). One that stays
+//! behind, or whose socket accepts nothing, for `behind_deadline_ms` is disconnected
+//! and counted by reason. Memory per listener is a fixed-size cursor state plus the
+//! bounded queues of the socket.
+
+mod http;
+mod ws;
+
+use std::time::{Duration, Instant};
+
+use sonicforge_engine::frame::{FRAME_MS, frames_for_ms};
+use sonicforge_engine::ring::{PacketMeta, PacketRing, ReadOutcome};
+
+use crate::config::ListenerConfig;
+
+pub use http::ogg_stream;
+pub use ws::ListenerSession;
+
+/// Why a listener's session ended; the label of `sonicforge_listener_disconnects_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisconnectReason {
+    /// The client closed the connection or went away.
+    ClientClosed,
+    /// A send waited longer than the deadline: the client stopped reading.
+    Stalled,
+    /// The listener kept falling behind for longer than the deadline.
+    TooSlow,
+    /// The client broke the WebSocket protocol.
+    ProtocolError,
+    /// The station stopped.
+    StationStopped,
+}
+
+impl DisconnectReason {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::ClientClosed => "client_closed",
+            Self::Stalled => "stalled",
+            Self::TooSlow => "too_slow",
+            Self::ProtocolError => "protocol_error",
+            Self::StationStopped => "station_stopped",
+        }
+    }
+}
+
+/// What a listener's cursor found in the ring.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum CursorStep {
+    /// A packet to send; `discontinuity` is set on the first packet after a skip.
+    Packet { meta: PacketMeta, discontinuity: bool },
+    /// Nothing new yet.
+    Idle,
+}
+
+/// One listener's position in a rendition's ring, with the rules for falling behind.
+#[derive(Debug)]
+pub(crate) struct Cursor {
+    next_seq: u64,
+    max_lag_packets: u64,
+    deadline: Duration,
+    skip_pending: bool,
+    behind_since: Option<Instant>,
+    in_order_since_skip: u64,
+    pub(crate) skipped_packets: u64,
+}
+
+/// Packets in a row, without a skip, after which a listener counts as caught up.
+const CAUGHT_UP_PACKETS: u64 = 50;
+
+impl Cursor {
+    /// A cursor starting `pre_roll_ms` before the newest packet of `ring`.
+    pub(crate) fn new(ring: &PacketRing, config: &ListenerConfig) -> Self {
+        let pre_roll = frames_for_ms(u64::from(config.pre_roll_ms)) as u64;
+        let start = ring.head().saturating_sub(pre_roll).max(ring.oldest_readable());
+        Self {
+            next_seq: start,
+            max_lag_packets: (u64::from(config.max_lag_ms) / u64::from(FRAME_MS)).max(1),
+            deadline: Duration::from_millis(u64::from(config.behind_deadline_ms)),
+            skip_pending: false,
+            behind_since: None,
+            in_order_since_skip: 0,
+            skipped_packets: 0,
+        }
+    }
+
+    /// Whether the listener has stayed behind past the deadline.
+    pub(crate) fn is_past_deadline(&self, now: Instant) -> bool {
+        self.behind_since
+            .is_some_and(|since| now.saturating_duration_since(since) > self.deadline)
+    }
+
+    /// Packets published but not yet taken by this listener.
+    pub(crate) fn backlog(&self, ring: &PacketRing) -> u64 {
+        ring.head().saturating_sub(self.next_seq)
+    }
+
+    /// Reads the next packet into `buf`, skipping forward first if the listener lags.
+    pub(crate) fn next(
+        &mut self,
+        ring: &PacketRing,
+        buf: &mut sonicforge_engine::ring::PacketBuf,
+        now: Instant,
+    ) -> CursorStep {
+        loop {
+            let head = ring.head();
+            if head.saturating_sub(self.next_seq) > self.max_lag_packets {
+                self.skip_to(head.saturating_sub(1), now);
+            }
+            match ring.read(self.next_seq, buf) {
+                ReadOutcome::Ready(meta) => {
+                    self.next_seq += 1;
+                    let discontinuity = std::mem::take(&mut self.skip_pending);
+                    self.in_order_since_skip += 1;
+                    if self.in_order_since_skip >= CAUGHT_UP_PACKETS {
+                        self.behind_since = None;
+                    }
+                    return CursorStep::Packet { meta, discontinuity };
+                }
+                ReadOutcome::NotYet => return CursorStep::Idle,
+                ReadOutcome::Overwritten { oldest } => {
+                    self.skip_to(ring.head().saturating_sub(1).max(oldest), now);
+                }
+            }
+        }
+    }
+
+    fn skip_to(&mut self, seq: u64, now: Instant) {
+        if seq > self.next_seq {
+            self.skipped_packets += seq - self.next_seq;
+        }
+        self.next_seq = seq;
+        self.skip_pending = true;
+        self.in_order_since_skip = 0;
+        self.behind_since.get_or_insert(now);
+    }
+}
+
+/// Limits a stalled client's hold on server and kernel memory: a small send buffer,
+/// and the kernel gives up on a peer that acknowledges nothing for the deadline.
+pub fn tune_listener_socket(stream: &tokio::net::TcpStream, config: &ListenerConfig) {
+    let socket = socket2::SockRef::from(stream);
+    if let Err(error) = socket.set_send_buffer_size(config.socket_send_buffer_bytes as usize) {
+        tracing::debug!(%error, "cannot set the socket send buffer");
+    }
+    let deadline = Duration::from_millis(u64::from(config.behind_deadline_ms));
+    if let Err(error) = socket.set_tcp_user_timeout(Some(deadline)) {
+        tracing::debug!(%error, "cannot set TCP_USER_TIMEOUT");
+    }
+    if let Err(error) = socket.set_tcp_nodelay(true) {
+        tracing::debug!(%error, "cannot set TCP_NODELAY");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sonicforge_engine::ring::PacketBuf;
+
+    fn config(pre_roll_ms: u32, max_lag_ms: u32) -> ListenerConfig {
+        ListenerConfig {
+            pre_roll_ms,
+            max_lag_ms,
+            behind_deadline_ms: 1000,
+            ..ListenerConfig::default()
+        }
+    }
+
+    #[test]
+    fn new_cursor_starts_with_the_pre_roll() {
+        let (mut writer, ring) = PacketRing::with_capacity(100);
+        for seq in 0..40u64 {
+            writer.publish(seq * 960, 0, 1, &[1, 2, 3]).unwrap();
+        }
+        let mut cursor = Cursor::new(&ring, &config(300, 1000));
+        assert_eq!(cursor.backlog(&ring), 15);
+        let mut buf = PacketBuf::default();
+        let CursorStep::Packet { meta, discontinuity } = cursor.next(&ring, &mut buf, Instant::now()) else {
+            panic!("expected a packet");
+        };
+        assert_eq!(meta.pts, 25 * 960);
+        assert!(!discontinuity);
+    }
+
+    #[test]
+    fn lagging_listener_skips_to_the_newest_packet_with_a_discontinuity() {
+        let (mut writer, ring) = PacketRing::with_capacity(100);
+        let mut cursor = Cursor::new(&ring, &config(300, 200));
+        for seq in 0..30u64 {
+            writer.publish(seq * 960, 0, 1, &[7]).unwrap();
+        }
+        let mut buf = PacketBuf::default();
+        let now = Instant::now();
+        let CursorStep::Packet { meta, discontinuity } = cursor.next(&ring, &mut buf, now) else {
+            panic!("expected a packet");
+        };
+        assert_eq!(meta.seq, 29);
+        assert!(discontinuity);
+        assert_eq!(cursor.skipped_packets, 29);
+        assert!(matches!(cursor.next(&ring, &mut buf, now), CursorStep::Idle));
+        assert!(!cursor.is_past_deadline(now));
+        assert!(cursor.is_past_deadline(now + Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn listener_that_keeps_up_again_is_no_longer_behind() {
+        let (mut writer, ring) = PacketRing::with_capacity(200);
+        let mut cursor = Cursor::new(&ring, &config(300, 200));
+        let mut buf = PacketBuf::default();
+        for seq in 0..30u64 {
+            writer.publish(seq * 960, 0, 1, &[7]).unwrap();
+        }
+        let now = Instant::now();
+        cursor.next(&ring, &mut buf, now);
+        for seq in 30..(30 + CAUGHT_UP_PACKETS) {
+            writer.publish(seq * 960, 0, 1, &[7]).unwrap();
+            assert!(matches!(cursor.next(&ring, &mut buf, now), CursorStep::Packet { discontinuity: false, .. }));
+        }
+        assert!(!cursor.is_past_deadline(now + Duration::from_secs(60)));
+    }
+}

@@ -1,0 +1,285 @@
+//! One actor per WebSocket listener (actix-ws underneath).
+//!
+//! The session's send loop waits on its rendition's notification, reads packets
+//! through its [`Cursor`] and writes one binary message per packet (wire format in
+//! `sonicforge_engine::codec::wire`). Every send has a timeout. Messages are built in
+//! a per-session buffer that is reused once the socket has written them, so the
+//! steady state allocates nothing.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, Message, WrapFuture};
+use actix_ws::{CloseCode, CloseReason, MessageStream, Session};
+use bytes::{BufMut, BytesMut};
+use futures_util::StreamExt;
+use serde_json::json;
+use sonicforge_engine::codec::wire::{FLAG_DISCONTINUITY, WIRE_HEADER_LEN, WireHeader};
+use sonicforge_engine::frame::{CHANNELS, FRAME_SAMPLES, SAMPLE_RATE};
+use sonicforge_engine::ring::PacketBuf;
+
+use super::{Cursor, CursorStep, DisconnectReason};
+use crate::metrics::ListenerMetrics;
+use crate::station::{NowPlaying, Station};
+
+/// Largest message a listener may send us (pings, a close); anything larger is a protocol error.
+const MAX_INBOUND_FRAME: usize = 4096;
+/// Bytes reserved at a time for outgoing messages.
+const SEND_BUFFER_BYTES: usize = 16 * 1024;
+
+/// Asks a session to end (used by operators and chaos tests).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Disconnect(pub DisconnectReason);
+
+/// A WebSocket listener.
+pub struct ListenerSession {
+    station: Arc<Station>,
+    rendition: usize,
+    session: Option<Session>,
+    inbound: Option<MessageStream>,
+    metrics: ListenerMetrics,
+    reason: Option<DisconnectReason>,
+    connected_at: Instant,
+}
+
+impl std::fmt::Debug for ListenerSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenerSession")
+            .field("station", &self.station.id())
+            .field("rendition", &self.station.feeds[self.rendition].bitrate_kbps)
+            .field("reason", &self.reason)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ListenerSession {
+    /// A session for the station's rendition at index `rendition` of `station.feeds`.
+    pub fn new(
+        station: Arc<Station>,
+        rendition: usize,
+        session: Session,
+        inbound: MessageStream,
+        metrics: ListenerMetrics,
+    ) -> Self {
+        Self {
+            station,
+            rendition,
+            session: Some(session),
+            inbound: Some(inbound),
+            metrics,
+            reason: None,
+            connected_at: Instant::now(),
+        }
+    }
+
+    fn end(&mut self, reason: DisconnectReason, ctx: &mut Context<Self>) {
+        self.reason.get_or_insert(reason);
+        ctx.stop();
+    }
+}
+
+impl Actor for ListenerSession {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.metrics.listeners.inc();
+        self.metrics.connects.inc();
+        let (Some(session), Some(inbound)) = (self.session.clone(), self.inbound.take()) else {
+            ctx.stop();
+            return;
+        };
+        let sender = SendLoop {
+            station: Arc::clone(&self.station),
+            rendition: self.rendition,
+            session: session.clone(),
+            metrics: self.metrics.clone(),
+        };
+        ctx.spawn(sender.run().into_actor(self).map(|reason, actor, ctx| actor.end(reason, ctx)));
+        ctx.spawn(
+            receive(inbound, session)
+                .into_actor(self)
+                .map(|reason, actor, ctx| actor.end(reason, ctx)),
+        );
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        let reason = self.reason.unwrap_or(DisconnectReason::ClientClosed);
+        self.metrics.listeners.dec();
+        self.metrics.disconnected(reason.label());
+        tracing::debug!(
+            station = %self.station.id(),
+            reason = reason.label(),
+            seconds = self.connected_at.elapsed().as_secs_f64(),
+            "websocket listener left"
+        );
+        if let Some(session) = self.session.take() {
+            let code = match reason {
+                DisconnectReason::ClientClosed => CloseCode::Normal,
+                DisconnectReason::ProtocolError => CloseCode::Protocol,
+                DisconnectReason::StationStopped => CloseCode::Away,
+                DisconnectReason::Stalled | DisconnectReason::TooSlow => CloseCode::Policy,
+            };
+            let close = session.close(Some(CloseReason {
+                code,
+                description: Some(reason.label().replace('_', " ")),
+            }));
+            // A stalled client may never take the close frame: bounded wait.
+            actix::spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
+            });
+        }
+    }
+}
+
+impl Handler<Disconnect> for ListenerSession {
+    type Result = ();
+
+    fn handle(&mut self, Disconnect(reason): Disconnect, ctx: &mut Context<Self>) {
+        self.end(reason, ctx);
+    }
+}
+
+/// Reads what the client sends: pongs to pings, an end on close or on abuse.
+async fn receive(inbound: MessageStream, mut session: Session) -> DisconnectReason {
+    let mut inbound = inbound.max_frame_size(MAX_INBOUND_FRAME);
+    while let Some(message) = inbound.next().await {
+        match message {
+            Ok(actix_ws::Message::Ping(bytes)) => {
+                if session.pong(&bytes).await.is_err() {
+                    return DisconnectReason::ClientClosed;
+                }
+            }
+            Ok(actix_ws::Message::Close(_)) => return DisconnectReason::ClientClosed,
+            Ok(_) => {}
+            Err(_) => return DisconnectReason::ProtocolError,
+        }
+    }
+    DisconnectReason::ClientClosed
+}
+
+/// The half of a session that writes audio.
+struct SendLoop {
+    station: Arc<Station>,
+    rendition: usize,
+    session: Session,
+    metrics: ListenerMetrics,
+}
+
+impl SendLoop {
+    async fn run(mut self) -> DisconnectReason {
+        let station = Arc::clone(&self.station);
+        let config = station.listener_config;
+        let feed = &station.feeds[self.rendition];
+        let deadline = Duration::from_millis(u64::from(config.behind_deadline_ms));
+        let batch = u64::from(config.send_batch_packets);
+        let batch_pause = Duration::from_millis(20 * (batch - 1));
+
+        // Listeners that come before the first track is on air wait for it.
+        while station.clock().is_none() {
+            if station.is_stopping() {
+                return DisconnectReason::StationStopped;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let hello = hello_message(&station, feed.bitrate_kbps);
+        match tokio::time::timeout(deadline, self.session.text(hello)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return DisconnectReason::ClientClosed,
+            Err(_) => return DisconnectReason::Stalled,
+        }
+
+        let mut cursor = Cursor::new(&feed.ring, &config);
+        let mut packet = PacketBuf::default();
+        let mut out = BytesMut::with_capacity(SEND_BUFFER_BYTES);
+        let mut last_epoch = station.board.on_air_epoch();
+        let mut sent_since_report = 0u64;
+        let mut skipped_reported = 0u64;
+        loop {
+            if station.is_stopping() {
+                return DisconnectReason::StationStopped;
+            }
+            let notified = feed.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if batch > 1 && cursor.backlog(&feed.ring) < batch {
+                tokio::time::sleep(batch_pause).await;
+            }
+            loop {
+                let now = Instant::now();
+                if cursor.is_past_deadline(now) {
+                    return DisconnectReason::TooSlow;
+                }
+                let CursorStep::Packet { meta, discontinuity } = cursor.next(&feed.ring, &mut packet, now) else {
+                    break;
+                };
+                if meta.epoch != last_epoch {
+                    last_epoch = meta.epoch;
+                    if let Some(message) = now_playing_message(&station, meta.epoch, meta.pts) {
+                        match tokio::time::timeout(deadline, self.session.text(message)).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => return DisconnectReason::ClientClosed,
+                            Err(_) => return DisconnectReason::Stalled,
+                        }
+                    }
+                }
+                let flags = meta.flags | if discontinuity { FLAG_DISCONTINUITY } else { 0 };
+                let payload = packet.as_slice(meta.len);
+                if out.capacity() < WIRE_HEADER_LEN + payload.len() {
+                    out.reserve(SEND_BUFFER_BYTES);
+                }
+                let mut header = [0u8; WIRE_HEADER_LEN];
+                WireHeader { flags, pts: meta.pts }.write_to(&mut header);
+                out.put_slice(&header);
+                out.put_slice(payload);
+                let message = out.split().freeze();
+                match tokio::time::timeout(deadline, self.session.binary(message)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return DisconnectReason::ClientClosed,
+                    Err(_) => return DisconnectReason::Stalled,
+                }
+                sent_since_report += 1;
+            }
+            if sent_since_report > 0 {
+                self.metrics.packets_sent.inc_by(sent_since_report);
+                sent_since_report = 0;
+            }
+            if cursor.skipped_packets > skipped_reported {
+                self.metrics.packets_skipped.inc_by(cursor.skipped_packets - skipped_reported);
+                skipped_reported = cursor.skipped_packets;
+            }
+            // Wake on the next packet; the timeout notices a station that went silent.
+            let _ = tokio::time::timeout(deadline, notified).await;
+        }
+    }
+}
+
+/// The first message of every session.
+fn hello_message(station: &Station, bitrate_kbps: u32) -> String {
+    let clock = station.clock().map(|anchor| {
+        json!({ "pts": anchor.pts, "unix_ms": anchor.unix_ms })
+    });
+    json!({
+        "type": "hello",
+        "codec": "opus",
+        "sample_rate": SAMPLE_RATE,
+        "channels": CHANNELS,
+        "bitrate": bitrate_kbps,
+        "station": station.id(),
+        "frame_samples": FRAME_SAMPLES,
+        "pre_roll_ms": station.listener_config.pre_roll_ms,
+        "clock": clock,
+        "now_playing": station.now_playing(),
+    })
+    .to_string()
+}
+
+/// The message sent when the track on air changes (`None` for the fallback loop).
+fn now_playing_message(station: &Station, epoch: u32, pts: u64) -> Option<String> {
+    let track = station.board.get(epoch)?;
+    let now_playing = NowPlaying {
+        track: (*track).clone(),
+        started_pts: pts,
+    };
+    Some(json!({ "type": "now_playing", "now_playing": now_playing }).to_string())
+}

@@ -1,0 +1,104 @@
+//! The `sonicforge` command.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use sonicforge_actors::config::Config;
+use sonicforge_actors::server::Engine;
+
+/// SonicForge: a real-time broadcast engine for generated music.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the engine and serve its stations.
+    Run {
+        /// Configuration file; the embedded config/sonicforge.toml when absent.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Address to listen on, e.g. 127.0.0.1:8080 (port 0 picks a free one).
+        #[arg(long, env = "SONICFORGE_LISTEN")]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Check a configuration file and print what it defines.
+    CheckConfig {
+        /// Configuration file; the embedded config/sonicforge.toml when absent.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    let mut config = Config::load(path)?;
+    config.apply_environment(|key| std::env::var(key).ok())?;
+    Ok(config)
+}
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("sonicforge: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { config } => {
+            let config = load_config(config.as_deref())?;
+            println!("config is valid: listen {}", config.server.listen);
+            for station in &config.stations {
+                println!(
+                    "station {}: {} ({} kb/s), {} prompts",
+                    station.id,
+                    station.name,
+                    station
+                        .renditions_kbps
+                        .iter()
+                        .map(u32::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    station.playlist.len()
+                );
+            }
+            Ok(())
+        }
+        Command::Run { config, listen } => {
+            init_logging();
+            let mut config = load_config(config.as_deref())?;
+            if let Some(listen) = listen {
+                config.server.listen = listen;
+            }
+            actix_web::rt::System::new().block_on(async move {
+                let engine = Engine::start(config).context("cannot start the engine")?;
+                for addr in &engine.addrs {
+                    println!("listening on http://{addr}/");
+                    for station in engine.stations.iter() {
+                        println!("  {}: player http://{addr}/stations/{}", station.config.name, station.id());
+                    }
+                }
+                use std::io::Write as _;
+                std::io::stdout().flush().ok();
+                engine.serve().await.context("server failed")
+            })
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("SONICFORGE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

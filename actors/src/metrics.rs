@@ -1,0 +1,275 @@
+//! Prometheus metrics. Every metric name is defined here, in the form
+//! `sonicforge_<what>_<unit>`, with `_total` for counters. Label values are few
+//! (stations, renditions, transports, reasons); nothing is recorded per sample.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Transport label values.
+pub const TRANSPORT_WEBSOCKET: &str = "websocket";
+pub const TRANSPORT_HTTP: &str = "http";
+
+/// All metrics of the process, registered in one registry.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub listeners: IntGaugeVec,
+    pub listener_connects: IntCounterVec,
+    pub packets_sent: IntCounterVec,
+    pub packets_skipped: IntCounterVec,
+    pub listener_disconnects: IntCounterVec,
+    pub mixer_underruns: IntCounterVec,
+    pub mixer_frames: IntCounterVec,
+    pub mixer_late_frames: IntCounterVec,
+    pub encode_seconds: HistogramVec,
+    pub encoder_dropped_frames: IntCounterVec,
+    pub upcoming_tracks: IntGaugeVec,
+    pub generate_seconds: HistogramVec,
+    pub generate_failures: IntCounterVec,
+    pub track_changes: IntCounterVec,
+}
+
+fn build<T: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: prometheus::Result<T>,
+) -> T {
+    // Names and labels are constants of this module, checked by the tests below.
+    #[allow(clippy::expect_used)]
+    let metric = metric.expect("metric definitions are valid");
+    #[allow(clippy::expect_used)]
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric names are unique");
+    metric
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let r = &registry;
+        let frame_buckets = vec![
+            0.000_05, 0.000_1, 0.000_2, 0.000_4, 0.000_8, 0.001_6, 0.003_2, 0.006_4, 0.012_8, 0.025,
+        ];
+        Self {
+            listeners: build(
+                r,
+                IntGaugeVec::new(
+                    Opts::new("sonicforge_listeners", "Listeners connected now."),
+                    &["station", "transport", "rendition"],
+                ),
+            ),
+            listener_connects: build(
+                r,
+                IntCounterVec::new(
+                    Opts::new("sonicforge_listener_connects_total", "Listener connections accepted."),
+                    &["station", "transport", "rendition"],
+                ),
+            ),
+            packets_sent: build(
+                r,
+                IntCounterVec::new(
+                    Opts::new("sonicforge_packets_sent_total", "Opus packets written to listeners."),
+                    &["station", "transport", "rendition"],
+                ),
+            ),
+            packets_skipped: build(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "sonicforge_packets_skipped_total",
+                        "Packets skipped because a listener fell behind.",
+                    ),
+                    &["station", "transport", "rendition"],
+                ),
+            ),
+            listener_disconnects: build(
+                r,
+                IntCounterVec::new(
+                    Opts::new("sonicforge_listener_disconnects_total", "Listener disconnections by reason."),
+                    &["station", "transport", "reason"],
+                ),
+            ),
+            mixer_underruns: build(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "sonicforge_mixer_underruns_total",
+                        "Frames the mixer filled from the fallback loop because no track was ready.",
+                    ),
+                    &["station"],
+                ),
+            ),
+            mixer_frames: build(
+                r,
+                IntCounterVec::new(
+                    Opts::new("sonicforge_mixer_frames_total", "20 ms frames played out by the mixer."),
+                    &["station"],
+                ),
+            ),
+            mixer_late_frames: build(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "sonicforge_mixer_late_frames_total",
+                        "Frames the mixer produced more than one frame late (clock catch-up).",
+                    ),
+                    &["station"],
+                ),
+            ),
+            encode_seconds: build(
+                r,
+                HistogramVec::new(
+                    HistogramOpts::new("sonicforge_encode_seconds", "Time to encode one 20 ms frame.")
+                        .buckets(frame_buckets),
+                    &["station", "rendition"],
+                ),
+            ),
+            encoder_dropped_frames: build(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "sonicforge_encoder_dropped_frames_total",
+                        "Frames lost between mixer and encoder because the PCM ring was full.",
+                    ),
+                    &["station"],
+                ),
+            ),
+            upcoming_tracks: build(
+                r,
+                IntGaugeVec::new(
+                    Opts::new("sonicforge_upcoming_tracks", "Rendered tracks waiting for the mixer."),
+                    &["station"],
+                ),
+            ),
+            generate_seconds: build(
+                r,
+                HistogramVec::new(
+                    HistogramOpts::new("sonicforge_generate_seconds", "Time to render one track.")
+                        .buckets(vec![0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0]),
+                    &["station", "generator"],
+                ),
+            ),
+            generate_failures: build(
+                r,
+                IntCounterVec::new(
+                    Opts::new("sonicforge_generate_failures_total", "Track renders that failed."),
+                    &["station", "generator"],
+                ),
+            ),
+            track_changes: build(
+                r,
+                IntCounterVec::new(
+                    Opts::new("sonicforge_track_changes_total", "Tracks that went on air."),
+                    &["station"],
+                ),
+            ),
+            registry,
+        }
+    }
+
+    /// The registry in Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        let encoder = TextEncoder::new();
+        if let Err(error) = encoder.encode(&self.registry.gather(), &mut buffer) {
+            tracing::error!(%error, "cannot encode metrics");
+        }
+        String::from_utf8_lossy(&buffer).into_owned()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Handles to one station's metrics, looked up once so the hot paths only touch atomics.
+#[derive(Debug, Clone)]
+pub struct StationMetrics {
+    pub mixer_underruns: IntCounter,
+    pub mixer_frames: IntCounter,
+    pub mixer_late_frames: IntCounter,
+    pub encoder_dropped_frames: IntCounter,
+    pub upcoming_tracks: IntGauge,
+    pub track_changes: IntCounter,
+    pub generate_seconds: Histogram,
+    pub generate_failures: IntCounter,
+}
+
+impl StationMetrics {
+    pub fn new(metrics: &Metrics, station: &str, generator: &str) -> Self {
+        Self {
+            mixer_underruns: metrics.mixer_underruns.with_label_values(&[station]),
+            mixer_frames: metrics.mixer_frames.with_label_values(&[station]),
+            mixer_late_frames: metrics.mixer_late_frames.with_label_values(&[station]),
+            encoder_dropped_frames: metrics.encoder_dropped_frames.with_label_values(&[station]),
+            upcoming_tracks: metrics.upcoming_tracks.with_label_values(&[station]),
+            track_changes: metrics.track_changes.with_label_values(&[station]),
+            generate_seconds: metrics.generate_seconds.with_label_values(&[station, generator]),
+            generate_failures: metrics.generate_failures.with_label_values(&[station, generator]),
+        }
+    }
+}
+
+/// Handles to one listener kind's metrics (station, transport, rendition).
+#[derive(Debug, Clone)]
+pub struct ListenerMetrics {
+    pub listeners: IntGauge,
+    pub connects: IntCounter,
+    pub packets_sent: IntCounter,
+    pub packets_skipped: IntCounter,
+    disconnects: IntCounterVec,
+    station: String,
+    transport: &'static str,
+}
+
+impl ListenerMetrics {
+    pub fn new(metrics: &Metrics, station: &str, transport: &'static str, rendition_kbps: u32) -> Self {
+        let rendition = rendition_kbps.to_string();
+        let labels = [station, transport, rendition.as_str()];
+        Self {
+            listeners: metrics.listeners.with_label_values(&labels),
+            connects: metrics.listener_connects.with_label_values(&labels),
+            packets_sent: metrics.packets_sent.with_label_values(&labels),
+            packets_skipped: metrics.packets_skipped.with_label_values(&labels),
+            disconnects: metrics.listener_disconnects.clone(),
+            station: station.to_string(),
+            transport,
+        }
+    }
+
+    /// Counts one disconnection for `reason`.
+    pub fn disconnected(&self, reason: &str) {
+        self.disconnects
+            .with_label_values(&[self.station.as_str(), self.transport, reason])
+            .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_is_named_in_the_project_form() {
+        let metrics = Metrics::new();
+        let station = StationMetrics::new(&metrics, "main", "procedural");
+        station.mixer_frames.inc();
+        let listener = ListenerMetrics::new(&metrics, "main", TRANSPORT_WEBSOCKET, 128);
+        listener.disconnected("client_closed");
+        metrics.encode_seconds.with_label_values(&["main", "128"]).observe(0.001);
+        metrics.generate_seconds.with_label_values(&["main", "procedural"]).observe(1.0);
+        let text = metrics.render();
+        for family in metrics.registry.gather() {
+            let name = family.name();
+            assert!(name.starts_with("sonicforge_"), "{name}");
+            let is_counter = family.get_field_type() == prometheus::proto::MetricType::COUNTER;
+            assert_eq!(is_counter, name.ends_with("_total"), "{name}");
+        }
+        assert!(text.contains("sonicforge_listener_disconnects_total{reason=\"client_closed\""));
+        assert!(text.contains("sonicforge_mixer_frames_total{station=\"main\"} 1"));
+    }
+}

@@ -1,0 +1,125 @@
+//! Starting the engine: stations first, then the HTTP server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use actix_web::{App, HttpServer, web};
+
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::listen::tune_listener_socket;
+use crate::metrics::Metrics;
+use crate::station::{Station, StationError, Stations};
+
+/// Errors while starting the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Station(#[from] StationError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("HTTP server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Pending connections the listening socket queues (a reconnect storm must not overflow it).
+const LISTEN_BACKLOG: u32 = 4096;
+/// Time connections get to finish when the engine shuts down.
+const SHUTDOWN_SECONDS: u64 = 3;
+
+/// A started engine: its stations and the bound HTTP server.
+pub struct Engine {
+    pub stations: Arc<Stations>,
+    pub addrs: Vec<SocketAddr>,
+    server: actix_web::dev::Server,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("addrs", &self.addrs).finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Starts every station and binds the HTTP server. Must run inside an actix system.
+    pub fn start(config: Config) -> Result<Self, ServerError> {
+        let metrics = Metrics::new();
+        let mut stations = Stations::default();
+        for station_config in &config.stations {
+            stations.insert(Station::start(station_config.clone(), config.listeners, &metrics)?);
+        }
+        let stations = Arc::new(stations);
+        let config = Arc::new(config);
+        let state = web::Data::new(AppState::new(Arc::clone(&stations), metrics, Arc::clone(&config)));
+        let listener_config = config.listeners;
+        let workers = match config.server.workers {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+        let addr = config.server.listen;
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(http::query_config())
+                .app_data(http::path_config())
+                .configure(http::configure)
+        })
+        .on_connect(move |connection, _extensions| {
+            if let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+                tune_listener_socket(stream, &listener_config);
+            }
+        })
+        .workers(workers)
+        .backlog(LISTEN_BACKLOG)
+        .disable_signals()
+        .shutdown_timeout(SHUTDOWN_SECONDS)
+        .bind(addr)
+        .map_err(|source| ServerError::Bind { addr, source })?;
+        let addrs = server.addrs();
+        let server = server.run();
+        Ok(Self {
+            stations,
+            addrs,
+            server,
+        })
+    }
+
+    /// Serves until the server stops (Ctrl-C or SIGTERM), then stops the stations.
+    pub async fn serve(self) -> Result<(), ServerError> {
+        let handle = self.server.handle();
+        let stations = Arc::clone(&self.stations);
+        let signals = actix_web::rt::spawn(async move {
+            wait_for_shutdown_signal().await;
+            tracing::info!("shutting down");
+            // Ending the stations ends every listener's stream, so the server can drain.
+            stations.stop_all();
+            handle.stop(true).await;
+        });
+        let result = self.server.await.map_err(ServerError::Serve);
+        signals.abort();
+        self.stations.stop_all();
+        result
+    }
+}
+
+async fn wait_for_shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

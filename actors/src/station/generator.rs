@@ -1,0 +1,72 @@
+//! The generator actor: renders tracks on its own thread, off the real-time path.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::{Actor, Context, Handler, Message, Supervised};
+use sonicforge_engine::generate::{GenerateError, Generator, ProceduralGenerator, Track, TrackRequest};
+
+use super::Station;
+
+/// Asks for one track; the answer carries the whole track as a shared buffer.
+#[derive(Debug)]
+pub struct Render(pub TrackRequest);
+
+impl Message for Render {
+    type Result = Result<Track, GenerateError>;
+}
+
+/// Renders tracks for one station.
+#[derive(Debug)]
+pub struct GeneratorActor {
+    station: Arc<Station>,
+    generator: ProceduralGenerator,
+}
+
+impl GeneratorActor {
+    pub fn new(station: Arc<Station>) -> Self {
+        Self {
+            station,
+            generator: ProceduralGenerator::default(),
+        }
+    }
+}
+
+impl Actor for GeneratorActor {
+    type Context = Context<Self>;
+}
+
+impl Supervised for GeneratorActor {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        tracing::warn!(station = %self.station.id(), "generator restarting");
+    }
+}
+
+impl Handler<Render> for GeneratorActor {
+    type Result = Result<Track, GenerateError>;
+
+    fn handle(&mut self, Render(request): Render, _ctx: &mut Context<Self>) -> Self::Result {
+        let started = Instant::now();
+        let result = self.generator.render(&request);
+        let elapsed = started.elapsed();
+        match &result {
+            Ok(track) => {
+                self.station.metrics.generate_seconds.observe(elapsed.as_secs_f64());
+                tracing::info!(
+                    station = %self.station.id(),
+                    track = %track.id,
+                    title = %track.title,
+                    prompt = %track.prompt,
+                    seconds = track.duration().as_secs_f64(),
+                    realtime_factor = track.duration().as_secs_f64() / elapsed.as_secs_f64().max(1e-9),
+                    "track rendered"
+                );
+            }
+            Err(error) => {
+                self.station.metrics.generate_failures.inc();
+                tracing::error!(station = %self.station.id(), prompt = %request.prompt, %error, "track render failed");
+            }
+        }
+        result
+    }
+}

@@ -1,0 +1,413 @@
+//! One station: its shared state and its pipeline of actors.
+//!
+//! ```text
+//! Scheduler --Render--> Generator --Track (Arc)--> upcoming queue (rtrb)
+//! Mixer (playout clock, 20 ms frames) --PCM ring (rtrb)--> Encoder (one Opus encoder per rendition)
+//! Encoder --packet ring per rendition (lock-free broadcast)--> listener sessions
+//! ```
+//!
+//! State that outlives an actor (the queues' ends, the packet writers, the playout
+//! clock, the track board) lives in [`Station`], outside the actors, so that a
+//! restarted actor takes up where its predecessor stopped.
+
+mod encoder;
+mod generator;
+mod mixer;
+mod scheduler;
+mod track_board;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use actix::{Addr, Arbiter, Supervisor};
+use sonicforge_engine::codec::opus::OpusEncoder;
+use sonicforge_engine::frame::{CHANNELS, SAMPLE_RATE, frames_for_ms};
+use sonicforge_engine::generate::{Generator as _, ProceduralGenerator, TrackRequest};
+use sonicforge_engine::mix::{Mixer, MixerOptions, retired_queue, upcoming_queue};
+use sonicforge_engine::ring::{PacketRing, pcm_ring};
+use tokio::sync::Notify;
+
+use crate::config::{ListenerConfig, StationConfig};
+use crate::metrics::{Metrics, StationMetrics};
+
+pub use encoder::EncoderActor;
+pub use generator::GeneratorActor;
+pub use mixer::MixerActor;
+pub use scheduler::SchedulerActor;
+pub use track_board::{NowPlaying, TrackBoard, TrackInfo};
+
+/// Packets kept in each rendition's broadcast ring: pre-roll, the lag allowance and a margin.
+const PACKET_RING_SECONDS: u64 = 4;
+/// Capacity of the PCM ring between mixer and encoder.
+const PCM_RING_MS: u64 = 200;
+/// Prompt and length of the loop played on dead air.
+const FALLBACK_PROMPT: &str = "ambient calm 60 bpm C major";
+const FALLBACK_SECONDS: u64 = 24;
+const FALLBACK_LOOP_FADE_SECONDS: u64 = 4;
+
+/// Errors while bringing a station up.
+#[derive(Debug, thiserror::Error)]
+pub enum StationError {
+    #[error("station {station}: cannot create the {kbps} kb/s Opus encoder: {source}")]
+    Encoder {
+        station: String,
+        kbps: u32,
+        source: sonicforge_engine::codec::CodecError,
+    },
+    #[error("station {station}: cannot render the fallback loop: {source}")]
+    Fallback {
+        station: String,
+        source: sonicforge_engine::generate::GenerateError,
+    },
+}
+
+/// One bitrate rendition's packets, as listeners see them.
+#[derive(Debug)]
+pub struct RenditionFeed {
+    pub bitrate_kbps: u32,
+    pub ring: Arc<PacketRing>,
+    /// Woken after every batch of packets the encoder publishes.
+    pub notify: Notify,
+    /// Encoder lookahead in samples, for OpusHead.
+    pub pre_skip: u16,
+}
+
+/// Maps sample timestamps to wall-clock time: sample `pts` went on air at `unix_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockAnchor {
+    pub pts: u64,
+    pub unix_ms: u64,
+    pub instant: Instant,
+}
+
+impl ClockAnchor {
+    /// Wall-clock milliseconds at which sample `pts` goes on air.
+    pub fn unix_ms_at(&self, pts: u64) -> f64 {
+        self.unix_ms as f64 + (pts as f64 - self.pts as f64) * 1000.0 / f64::from(SAMPLE_RATE)
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Parts an actor takes when it starts and gives back when it stops. A slot is
+/// empty while its actor runs.
+#[derive(Debug)]
+pub(crate) struct Slot<T>(Mutex<Option<T>>);
+
+impl<T> Slot<T> {
+    fn new(value: T) -> Self {
+        Self(Mutex::new(Some(value)))
+    }
+
+    pub(crate) fn take(&self) -> Option<T> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+
+    pub(crate) fn put(&self, value: T) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(value);
+    }
+}
+
+/// A station: configuration, shared state and the addresses of its actors.
+#[derive(Debug)]
+pub struct Station {
+    pub config: StationConfig,
+    pub listener_config: ListenerConfig,
+    pub feeds: Vec<RenditionFeed>,
+    pub board: TrackBoard,
+    pub metrics: StationMetrics,
+    pub global_metrics: Metrics,
+    clock: Mutex<Option<ClockAnchor>>,
+    /// Sample timestamp of the next frame the mixer will play.
+    pub(crate) playout_pts: AtomicU64,
+    /// Process-relative milliseconds of the last packet the encoder published.
+    last_packet_ms: AtomicU64,
+    process_start: Instant,
+    stopping: AtomicBool,
+    pub(crate) scheduler_parts: Slot<scheduler::SchedulerParts>,
+    pub(crate) mixer_parts: Slot<mixer::MixerParts>,
+    pub(crate) encoder_parts: Slot<encoder::EncoderParts>,
+    actors: Mutex<Option<StationActors>>,
+}
+
+#[derive(Debug)]
+struct StationActors {
+    scheduler: Addr<SchedulerActor>,
+    generator: Addr<GeneratorActor>,
+    mixer: Addr<MixerActor>,
+    encoder: Addr<EncoderActor>,
+    arbiters: Vec<Arbiter>,
+}
+
+impl Station {
+    /// Builds a station's state and starts its actors, each on its own thread.
+    pub fn start(
+        config: StationConfig,
+        listener_config: ListenerConfig,
+        metrics: &Metrics,
+    ) -> Result<Arc<Self>, StationError> {
+        let station_metrics = StationMetrics::new(metrics, &config.id, ProceduralGenerator::default().name());
+        let fallback = render_fallback_loop().map_err(|source| StationError::Fallback {
+            station: config.id.clone(),
+            source,
+        })?;
+
+        let (upcoming_producer, upcoming_consumer) = upcoming_queue(config.upcoming_tracks);
+        let (retired_producer, retired_consumer) = retired_queue(config.upcoming_tracks + 4);
+        let mixer = Mixer::new(
+            MixerOptions {
+                crossfade_samples: (u64::from(config.crossfade_ms) * u64::from(SAMPLE_RATE) / 1000) as u32,
+                ..MixerOptions::default()
+            },
+            upcoming_consumer,
+            retired_producer,
+            fallback,
+        );
+        let (pcm_producer, pcm_consumer) = pcm_ring(PCM_RING_MS, 1);
+
+        let ring_packets = frames_for_ms(PACKET_RING_SECONDS * 1000);
+        let mut feeds = Vec::new();
+        let mut renditions = Vec::new();
+        for &kbps in &config.renditions_kbps {
+            let encoder = OpusEncoder::new(kbps * 1000).map_err(|source| StationError::Encoder {
+                station: config.id.clone(),
+                kbps,
+                source,
+            })?;
+            let (writer, ring) = PacketRing::with_capacity(ring_packets);
+            feeds.push(RenditionFeed {
+                bitrate_kbps: kbps,
+                ring,
+                notify: Notify::new(),
+                pre_skip: encoder.pre_skip(),
+            });
+            renditions.push(encoder::RenditionEncoder::new(
+                encoder,
+                writer,
+                metrics.encode_seconds.with_label_values(&[config.id.as_str(), &kbps.to_string()]),
+            ));
+        }
+
+        let seed = config.seed.unwrap_or_else(unix_ms_now);
+        let station = Arc::new(Self {
+            scheduler_parts: Slot::new(scheduler::SchedulerParts::new(
+                upcoming_producer,
+                retired_consumer,
+                seed,
+            )),
+            mixer_parts: Slot::new(mixer::MixerParts::new(mixer, pcm_producer)),
+            encoder_parts: Slot::new(encoder::EncoderParts::new(pcm_consumer, renditions)),
+            config,
+            listener_config,
+            feeds,
+            board: TrackBoard::default(),
+            metrics: station_metrics,
+            global_metrics: metrics.clone(),
+            clock: Mutex::new(None),
+            playout_pts: AtomicU64::new(0),
+            last_packet_ms: AtomicU64::new(0),
+            process_start: Instant::now(),
+            stopping: AtomicBool::new(false),
+            actors: Mutex::new(None),
+        });
+        station.start_actors();
+        tracing::info!(station = %station.config.id, renditions = ?station.config.renditions_kbps, "station started");
+        Ok(station)
+    }
+
+    fn start_actors(self: &Arc<Self>) {
+        let generator_arbiter = Arbiter::new();
+        let mixer_arbiter = Arbiter::new();
+        let encoder_arbiter = Arbiter::new();
+        let control_arbiter = Arbiter::new();
+
+        let generator = {
+            let station = Arc::clone(self);
+            Supervisor::start_in_arbiter(&generator_arbiter.handle(), move |_| GeneratorActor::new(station))
+        };
+        let scheduler = {
+            let station = Arc::clone(self);
+            let generator = generator.clone();
+            Supervisor::start_in_arbiter(&control_arbiter.handle(), move |_| {
+                SchedulerActor::new(station, generator)
+            })
+        };
+        let mixer = {
+            let station = Arc::clone(self);
+            Supervisor::start_in_arbiter(&mixer_arbiter.handle(), move |_| MixerActor::new(station))
+        };
+        let encoder = {
+            let station = Arc::clone(self);
+            Supervisor::start_in_arbiter(&encoder_arbiter.handle(), move |_| EncoderActor::new(station))
+        };
+        *self.actors.lock().unwrap_or_else(PoisonError::into_inner) = Some(StationActors {
+            scheduler,
+            generator,
+            mixer,
+            encoder,
+            arbiters: vec![generator_arbiter, mixer_arbiter, encoder_arbiter, control_arbiter],
+        });
+    }
+
+    /// Stops the station's actors and their threads.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        if let Some(actors) = self.actors.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            drop((actors.scheduler, actors.generator, actors.mixer, actors.encoder));
+            for arbiter in actors.arbiters {
+                arbiter.stop();
+            }
+        }
+    }
+
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// The station's id.
+    pub fn id(&self) -> &str {
+        &self.config.id
+    }
+
+    /// The feed of the rendition at `kbps`, or the highest one when `kbps` is `None`.
+    pub fn feed(&self, kbps: Option<u32>) -> Option<&RenditionFeed> {
+        match kbps {
+            Some(kbps) => self.feeds.iter().find(|f| f.bitrate_kbps == kbps),
+            None => self.feeds.iter().max_by_key(|f| f.bitrate_kbps),
+        }
+    }
+
+    /// The clock mapping, once the mixer has started.
+    pub fn clock(&self) -> Option<ClockAnchor> {
+        *self.clock.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn set_clock(&self, anchor: ClockAnchor) {
+        *self.clock.lock().unwrap_or_else(PoisonError::into_inner) = Some(anchor);
+    }
+
+    pub(crate) fn mark_packet_published(&self) {
+        let ms = self.process_start.elapsed().as_millis() as u64;
+        self.last_packet_ms.store(ms.max(1), Ordering::Relaxed);
+    }
+
+    /// Whether audio reached the listeners' rings within the last second.
+    pub fn is_audio_flowing(&self) -> bool {
+        let last = self.last_packet_ms.load(Ordering::Relaxed);
+        if last == 0 {
+            return false;
+        }
+        let now = self.process_start.elapsed().as_millis() as u64;
+        now.saturating_sub(last) < 1000
+    }
+
+    /// What is on air now, if a track (not the fallback loop) is playing.
+    pub fn now_playing(&self) -> Option<NowPlaying> {
+        self.board.now_playing()
+    }
+
+    /// Listeners connected now, over all transports and renditions.
+    pub fn listener_count(&self) -> i64 {
+        let metrics = &self.global_metrics;
+        let mut total = 0;
+        for feed in &self.feeds {
+            for transport in [crate::metrics::TRANSPORT_WEBSOCKET, crate::metrics::TRANSPORT_HTTP] {
+                total += metrics
+                    .listeners
+                    .with_label_values(&[self.id(), transport, &feed.bitrate_kbps.to_string()])
+                    .get();
+            }
+        }
+        total
+    }
+}
+
+/// All stations of the process by id.
+#[derive(Debug, Default)]
+pub struct Stations {
+    stations: BTreeMap<String, Arc<Station>>,
+}
+
+impl Stations {
+    pub fn insert(&mut self, station: Arc<Station>) {
+        self.stations.insert(station.id().to_string(), station);
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Arc<Station>> {
+        self.stations.get(id)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Station>> {
+        self.stations.values()
+    }
+
+    pub fn stop_all(&self) {
+        for station in self.stations.values() {
+            station.stop();
+        }
+    }
+}
+
+/// Renders the dead-air loop and blends its end into its start so it loops without a seam.
+fn render_fallback_loop() -> Result<Arc<[f32]>, sonicforge_engine::generate::GenerateError> {
+    let track = ProceduralGenerator::default().render(&TrackRequest {
+        prompt: FALLBACK_PROMPT.to_string(),
+        seed: 0x5eed_fa11_bac0,
+        length: Some(Duration::from_secs(FALLBACK_SECONDS)),
+    })?;
+    Ok(seamless_loop(&track.samples, FALLBACK_LOOP_FADE_SECONDS as usize * SAMPLE_RATE as usize))
+}
+
+/// Returns `samples` shortened by `fade` frames, its tail crossfaded (equal power)
+/// over its head, so that playing it in a loop has no seam.
+fn seamless_loop(samples: &[f32], fade: usize) -> Arc<[f32]> {
+    let frames = samples.len() / CHANNELS;
+    let fade = fade.min(frames / 2);
+    let length = frames - fade;
+    let mut looped = samples[..length * CHANNELS].to_vec();
+    for i in 0..fade {
+        let t = i as f32 / fade as f32;
+        let gain_in = (t * std::f32::consts::FRAC_PI_2).sin();
+        let gain_out = (t * std::f32::consts::FRAC_PI_2).cos();
+        for channel in 0..CHANNELS {
+            let head = i * CHANNELS + channel;
+            let tail = (length + i) * CHANNELS + channel;
+            looped[head] = samples[head] * gain_in + samples[tail] * gain_out;
+        }
+    }
+    looped.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seamless_loop_joins_its_end_to_its_start() {
+        let frames = 1000;
+        let samples: Vec<f32> = (0..frames * CHANNELS).map(|i| (i / CHANNELS) as f32).collect();
+        let looped = seamless_loop(&samples, 100);
+        assert_eq!(looped.len(), 900 * CHANNELS);
+        // The first sample of the loop continues right after its last sample.
+        assert_eq!(looped[0], samples[900 * CHANNELS]);
+        assert_eq!(looped[looped.len() - 1], samples[899 * CHANNELS + 1]);
+    }
+
+    #[test]
+    fn clock_anchor_maps_samples_to_wall_time() {
+        let anchor = ClockAnchor {
+            pts: 48_000,
+            unix_ms: 10_000,
+            instant: Instant::now(),
+        };
+        assert_eq!(anchor.unix_ms_at(96_000), 11_000.0);
+        assert_eq!(anchor.unix_ms_at(0), 9_000.0);
+    }
+}

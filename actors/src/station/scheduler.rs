@@ -1,0 +1,153 @@
+//! The scheduler actor: keeps the upcoming-track queue full from the station's
+//! playlist, and frees finished tracks off the real-time path.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Supervised, WrapFuture};
+use sonicforge_engine::generate::TrackRequest;
+use sonicforge_engine::mix::{QueuedTrack, RetiredConsumer, UpcomingProducer};
+
+use super::generator::{GeneratorActor, Render};
+use super::{Station, TrackInfo};
+
+const TICK: Duration = Duration::from_millis(100);
+
+/// Scheduler state that outlives the actor.
+#[derive(Debug)]
+pub(crate) struct SchedulerParts {
+    upcoming: UpcomingProducer,
+    retired: RetiredConsumer,
+    station_seed: u64,
+    /// Plays scheduled so far; picks the playlist item and the seed.
+    plays: u64,
+    next_epoch: u32,
+}
+
+impl SchedulerParts {
+    pub(crate) fn new(upcoming: UpcomingProducer, retired: RetiredConsumer, station_seed: u64) -> Self {
+        Self {
+            upcoming,
+            retired,
+            station_seed,
+            plays: 0,
+            next_epoch: 1,
+        }
+    }
+
+    fn queued(&self) -> usize {
+        self.upcoming.buffer().capacity() - self.upcoming.slots()
+    }
+}
+
+/// Keeps at least `upcoming_tracks` tracks rendered ahead of the mixer.
+#[derive(Debug)]
+pub struct SchedulerActor {
+    station: Arc<Station>,
+    generator: Addr<GeneratorActor>,
+    parts: Option<SchedulerParts>,
+    render_in_flight: bool,
+}
+
+impl SchedulerActor {
+    pub fn new(station: Arc<Station>, generator: Addr<GeneratorActor>) -> Self {
+        Self {
+            station,
+            generator,
+            parts: None,
+            render_in_flight: false,
+        }
+    }
+
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        let Some(parts) = &mut self.parts else {
+            return;
+        };
+        // Finished tracks are freed here, never on the mixer's thread.
+        while parts.retired.pop().is_ok() {}
+        let queued = parts.queued();
+        self.station.metrics.upcoming_tracks.set(queued as i64);
+        if self.render_in_flight || queued >= self.station.config.upcoming_tracks {
+            return;
+        }
+        let playlist = &self.station.config.playlist;
+        let prompt = playlist[(parts.plays % playlist.len() as u64) as usize].clone();
+        let request = TrackRequest {
+            prompt,
+            seed: track_seed(parts.station_seed, parts.plays),
+            length: self.station.config.track_seconds.map(Duration::from_secs_f32),
+        };
+        parts.plays += 1;
+        self.render_in_flight = true;
+        let render = self.generator.send(Render(request));
+        ctx.spawn(render.into_actor(self).map(|result, actor, _ctx| {
+            actor.render_in_flight = false;
+            let track = match result {
+                Ok(Ok(track)) => track,
+                Ok(Err(_)) => return, // logged and counted by the generator; the next prompt is tried
+                Err(error) => {
+                    tracing::warn!(station = %actor.station.id(), %error, "generator unreachable");
+                    return;
+                }
+            };
+            let Some(parts) = &mut actor.parts else {
+                return;
+            };
+            let epoch = parts.next_epoch;
+            actor.station.board.post(epoch, TrackInfo::of(&track));
+            let queued = QueuedTrack {
+                epoch,
+                samples: Arc::clone(&track.samples),
+                crossfade_samples: None,
+            };
+            if parts.upcoming.push(queued).is_ok() {
+                parts.next_epoch = parts.next_epoch.wrapping_add(1).max(1);
+            }
+        }));
+    }
+}
+
+/// The seed of the `play`-th track of a station: SplitMix64 of both.
+fn track_seed(station_seed: u64, play: u64) -> u64 {
+    let mut z = station_seed ^ play.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl Actor for SchedulerActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.parts.is_none() {
+            self.parts = self.station.scheduler_parts.take();
+        }
+        self.render_in_flight = false;
+        self.tick(ctx);
+        ctx.run_interval(TICK, Self::tick);
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        if let Some(parts) = self.parts.take() {
+            self.station.scheduler_parts.put(parts);
+        }
+    }
+}
+
+impl Supervised for SchedulerActor {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        tracing::warn!(station = %self.station.id(), "scheduler restarting");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn track_seeds_differ_per_play_and_repeat_per_station() {
+        assert_ne!(track_seed(1, 0), track_seed(1, 1));
+        assert_ne!(track_seed(1, 0), track_seed(2, 0));
+        assert_eq!(track_seed(7, 3), track_seed(7, 3));
+    }
+}

@@ -1,0 +1,191 @@
+//! Shared by the integration tests: an engine process on a free port, and tools.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// A test station with short tracks so that track changes happen within seconds.
+pub const SHORT_TRACKS_CONFIG: &str = r#"
+[listeners]
+behind_deadline_ms = 3000
+socket_send_buffer_bytes = 8192
+
+[[stations]]
+id = "main"
+name = "Test Main"
+renditions_kbps = [64, 128]
+crossfade_ms = 2000
+track_seconds = 9
+upcoming_tracks = 2
+seed = 42
+playlist = ["lofi chill 80 bpm A minor", "dark techno 128 bpm", "deep house 122 bpm F minor"]
+"#;
+
+/// A running `sonicforge` process, killed when dropped.
+pub struct Engine {
+    child: Child,
+    pub base_url: String,
+    pub addr: String,
+    pub log: PathBuf,
+    _dir: TempDir,
+}
+
+impl Engine {
+    /// Starts the engine with `config` on a free loopback port and waits until it listens.
+    pub fn start(config: &str) -> Self {
+        let dir = TempDir::new();
+        let config_path = dir.path.join("sonicforge.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let log = dir.path.join("engine.log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sonicforge"))
+            .args(["run", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config_path)
+            .env("SONICFORGE_DATA_DIR", dir.path.join("data"))
+            .env("SONICFORGE_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("the sonicforge binary starts");
+        let stdout = child.stdout.take().unwrap();
+        let (sender, receiver) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("listening on ") {
+                    let _ = sender.send(url.trim().to_string());
+                }
+            }
+        });
+        let base_url = match receiver.recv_timeout(Duration::from_secs(60)) {
+            Ok(url) => url.trim_end_matches('/').to_string(),
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "the engine did not print its address within 60 s; log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+        };
+        let addr = base_url.trim_start_matches("http://").to_string();
+        Self {
+            child,
+            base_url,
+            addr,
+            log,
+            _dir: dir,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory of the engine process in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    }
+
+    /// A GET request's status and body.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http_get(&self.addr, path)
+    }
+
+    /// Waits until the engine's audio flows (`/readyz` answers 200).
+    pub fn wait_ready(&self) {
+        for _ in 0..600 {
+            if self.get("/readyz").0 == 200 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("engine not ready after 60 s; log:\n{}", self.log_text());
+    }
+
+    /// The value of a metric line that starts with `prefix` (name and labels).
+    pub fn metric(&self, prefix: &str) -> f64 {
+        let (_, text) = self.get("/metrics");
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal blocking HTTP/1.1 GET (no keep-alive).
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// A directory removed when dropped.
+pub struct TempDir {
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new() -> Self {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "sonicforge-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path).unwrap();
+        Self { path }
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Path of a tool the test needs. In CI (`CI` set) a missing tool fails the test;
+/// elsewhere the test is skipped with a note.
+pub fn require_tool(name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|candidate| candidate.is_file())
+    });
+    if found.is_none() {
+        if std::env::var_os("CI").is_some() {
+            panic!("{name} is required for this test and is not installed; `make test` installs it");
+        }
+        eprintln!("note: {name} is not installed; skipping (run `make test` to install it)");
+    }
+    found
+}

@@ -1,0 +1,511 @@
+//! The mixer's real-time core: plays queued tracks back to back with equal-power
+//! crossfades and falls back to a loop when nothing is ready (dead air).
+//!
+//! [`Mixer::render`] produces one 20 ms frame per call. It never allocates, locks or
+//! blocks: upcoming tracks arrive through a lock-free queue ([`UpcomingConsumer`]) and
+//! finished tracks leave through another ([`RetiredProducer`]), so that freeing a
+//! track's buffer never happens on the real-time thread.
+
+use std::sync::Arc;
+
+use crate::frame::{CHANNELS, FRAME_LEN, FRAME_SAMPLES, Frame, SAMPLE_RATE};
+
+/// A track handed to the mixer, ready to go on air.
+#[derive(Debug, Clone)]
+pub struct QueuedTrack {
+    /// Identifies the track on air; listeners learn of track changes when it changes.
+    pub epoch: u32,
+    /// Interleaved stereo samples at 48 kHz.
+    pub samples: Arc<[f32]>,
+    /// Crossfade into the following track, in samples per channel; `None` uses the mixer's default.
+    pub crossfade_samples: Option<u32>,
+}
+
+impl QueuedTrack {
+    fn frames(&self) -> usize {
+        self.samples.len() / CHANNELS
+    }
+}
+
+/// Producer half of the upcoming-track queue (held by the scheduler side).
+pub type UpcomingProducer = rtrb::Producer<QueuedTrack>;
+/// Consumer half of the upcoming-track queue (held by the mixer).
+pub type UpcomingConsumer = rtrb::Consumer<QueuedTrack>;
+/// Producer half of the queue of finished tracks (held by the mixer).
+pub type RetiredProducer = rtrb::Producer<QueuedTrack>;
+/// Consumer half of the queue of finished tracks (drained off the real-time path).
+pub type RetiredConsumer = rtrb::Consumer<QueuedTrack>;
+
+/// Creates the upcoming-track queue holding at most `tracks` tracks.
+pub fn upcoming_queue(tracks: usize) -> (UpcomingProducer, UpcomingConsumer) {
+    rtrb::RingBuffer::new(tracks.max(1))
+}
+
+/// Creates the queue of finished tracks; it must hold at least as many as the upcoming queue plus two.
+pub fn retired_queue(tracks: usize) -> (RetiredProducer, RetiredConsumer) {
+    rtrb::RingBuffer::new(tracks.max(1))
+}
+
+/// Settings of the mixer, with defaults matching the shipped configuration.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MixerOptions {
+    /// Default crossfade between tracks, in samples per channel (default 4 s).
+    pub crossfade_samples: u32,
+    /// Fade between the fallback loop and music, in samples per channel (default 0.5 s).
+    pub fallback_fade_samples: u32,
+}
+
+impl Default for MixerOptions {
+    fn default() -> Self {
+        Self {
+            crossfade_samples: 4 * SAMPLE_RATE,
+            fallback_fade_samples: SAMPLE_RATE / 2,
+        }
+    }
+}
+
+/// What happened while rendering one frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameReport {
+    /// Epoch of the track considered on air for this frame (`0`: the fallback loop).
+    pub epoch: u32,
+    /// No queued track had audio for this frame, so the fallback loop played.
+    pub underrun: bool,
+    /// A crossfade was in progress during this frame.
+    pub crossfading: bool,
+    /// A new track became the one on air in this frame.
+    pub track_changed: bool,
+}
+
+/// Epoch reported while the fallback loop is on air.
+pub const FALLBACK_EPOCH: u32 = 0;
+
+#[derive(Debug)]
+struct Playing {
+    track: QueuedTrack,
+    /// Next frame (sample per channel) to play.
+    position: usize,
+}
+
+impl Playing {
+    fn remaining(&self) -> usize {
+        self.track.frames().saturating_sub(self.position)
+    }
+}
+
+#[derive(Debug)]
+struct Crossfade {
+    incoming: Playing,
+    length: usize,
+    done: usize,
+}
+
+/// The mixer's state: what is playing, what fades in, and the fallback loop.
+#[derive(Debug)]
+pub struct Mixer {
+    options: MixerOptions,
+    upcoming: UpcomingConsumer,
+    retired: RetiredProducer,
+    /// A finished track the retired queue had no room for; retried every frame.
+    retired_overflow: Option<QueuedTrack>,
+    current: Option<Playing>,
+    crossfade: Option<Crossfade>,
+    fallback: Arc<[f32]>,
+    fallback_position: usize,
+    /// 0.0 = music only, 1.0 = fallback only.
+    fallback_mix: f32,
+    on_air_epoch: u32,
+    skip_requested: bool,
+}
+
+impl Mixer {
+    /// Creates a mixer reading tracks from `upcoming`, returning finished ones
+    /// through `retired`, and looping `fallback` (interleaved stereo) on dead air.
+    pub fn new(
+        options: MixerOptions,
+        upcoming: UpcomingConsumer,
+        retired: RetiredProducer,
+        fallback: Arc<[f32]>,
+    ) -> Self {
+        Self {
+            options,
+            upcoming,
+            retired,
+            retired_overflow: None,
+            current: None,
+            crossfade: None,
+            fallback,
+            fallback_position: 0,
+            fallback_mix: 0.0,
+            on_air_epoch: FALLBACK_EPOCH,
+            skip_requested: false,
+        }
+    }
+
+    /// Epoch of the track on air.
+    pub fn on_air_epoch(&self) -> u32 {
+        self.on_air_epoch
+    }
+
+    /// Number of tracks waiting in the upcoming queue.
+    pub fn queued_tracks(&self) -> usize {
+        self.upcoming.slots()
+    }
+
+    /// Seconds of audio ready ahead of the playout position (rest of the current
+    /// track, the incoming track and queued ones are not counted here).
+    pub fn current_remaining_samples(&self) -> usize {
+        self.current.as_ref().map_or(0, Playing::remaining)
+    }
+
+    /// Leaves the current track early: the next queued track comes in with a short
+    /// equal-power fade (the fallback fade length) as soon as one is ready.
+    pub fn skip_current(&mut self) {
+        if let Some(crossfade) = self.crossfade.take() {
+            if let Some(playing) = self.current.take() {
+                self.retire(playing.track);
+            }
+            self.on_air_epoch = crossfade.incoming.track.epoch;
+            self.current = Some(crossfade.incoming);
+        }
+        self.skip_requested = self.current.is_some();
+    }
+
+    /// Renders the next 20 ms frame into `out`.
+    pub fn render(&mut self, out: &mut Frame) -> FrameReport {
+        self.flush_retired_overflow();
+        let mut track_changed = false;
+
+        if self.current.is_none() {
+            if let Some(crossfade) = self.crossfade.take() {
+                self.current = Some(crossfade.incoming);
+            } else if let Ok(track) = self.upcoming.pop() {
+                self.current = Some(Playing { track, position: 0 });
+            }
+            if let Some(playing) = &self.current {
+                track_changed |= self.on_air_epoch != playing.track.epoch;
+                self.on_air_epoch = playing.track.epoch;
+            }
+        }
+
+        self.maybe_start_crossfade();
+
+        out.fill(0.0);
+        let mut music_frames = 0usize;
+        if let Some(playing) = &mut self.current {
+            music_frames = add_from(out, playing, 1.0, 1.0);
+        }
+        let mut crossfading = false;
+        if let Some(crossfade) = &mut self.crossfade {
+            crossfading = true;
+            let length = crossfade.length.max(1) as f32;
+            let start = crossfade.done as f32 / length;
+            let end = ((crossfade.done + FRAME_SAMPLES) as f32 / length).min(1.0);
+            // Equal-power: the outgoing track already sits in `out` at unit gain.
+            let (out_start, out_end) = (equal_power_out(start), equal_power_out(end));
+            scale_ramp(out, out_start, out_end);
+            add_from(out, &mut crossfade.incoming, equal_power_in(start), equal_power_in(end));
+            let before = crossfade.done;
+            crossfade.done += FRAME_SAMPLES;
+            if before < crossfade.length / 2 && crossfade.done >= crossfade.length / 2 {
+                track_changed = true;
+                self.on_air_epoch = crossfade.incoming.track.epoch;
+            }
+            music_frames = FRAME_SAMPLES;
+        }
+
+        let underrun = music_frames < FRAME_SAMPLES;
+        self.mix_fallback(out, music_frames);
+        if underrun && self.current.is_none() && self.crossfade.is_none() {
+            track_changed |= self.on_air_epoch != FALLBACK_EPOCH;
+            self.on_air_epoch = FALLBACK_EPOCH;
+        }
+
+        self.finish_tracks();
+
+        FrameReport {
+            epoch: self.on_air_epoch,
+            underrun,
+            crossfading,
+            track_changed,
+        }
+    }
+
+    fn maybe_start_crossfade(&mut self) {
+        if self.crossfade.is_some() {
+            return;
+        }
+        let Some(playing) = &self.current else {
+            return;
+        };
+        let wanted = playing
+            .track
+            .crossfade_samples
+            .unwrap_or(self.options.crossfade_samples) as usize;
+        let remaining = playing.remaining();
+        let wanted = if self.skip_requested {
+            self.options.fallback_fade_samples as usize
+        } else {
+            wanted
+        };
+        if remaining > wanted.max(FRAME_SAMPLES) && !self.skip_requested {
+            return;
+        }
+        let Ok(next) = self.upcoming.pop() else {
+            return;
+        };
+        self.skip_requested = false;
+        // The fade fits in what is left of the outgoing track and in half the incoming one.
+        let length = remaining.min(wanted).min(next.frames() / 2).max(FRAME_SAMPLES);
+        self.crossfade = Some(Crossfade {
+            incoming: Playing {
+                track: next,
+                position: 0,
+            },
+            length,
+            done: 0,
+        });
+    }
+
+    fn finish_tracks(&mut self) {
+        let current_done = self.current.as_ref().is_some_and(|p| p.remaining() == 0);
+        let crossfade_done = self.crossfade.as_ref().is_some_and(|c| c.done >= c.length);
+        if current_done || crossfade_done {
+            if let Some(playing) = self.current.take() {
+                self.retire(playing.track);
+            }
+            if let Some(crossfade) = self.crossfade.take() {
+                if self.on_air_epoch != crossfade.incoming.track.epoch {
+                    self.on_air_epoch = crossfade.incoming.track.epoch;
+                }
+                self.current = Some(crossfade.incoming);
+            }
+        }
+    }
+
+    /// Blends the fallback loop in or out. Frames after the end of the music
+    /// (`music_frames`) are filled by the loop, so dead air is never silent.
+    fn mix_fallback(&mut self, out: &mut Frame, music_frames: usize) {
+        let underrun = music_frames < FRAME_SAMPLES;
+        let fade_step = FRAME_SAMPLES as f32 / self.options.fallback_fade_samples.max(1) as f32;
+        let start = self.fallback_mix;
+        let end = if underrun { 1.0 } else { (start - fade_step).max(0.0) };
+        self.fallback_mix = end;
+        let fallback_frames = self.fallback.len() / CHANNELS;
+        if (start == 0.0 && end == 0.0) || fallback_frames == 0 {
+            return;
+        }
+        for i in 0..FRAME_SAMPLES {
+            let (gain_music, gain_fallback) = if i >= music_frames {
+                (0.0, 1.0)
+            } else {
+                let mix = if underrun {
+                    start
+                } else {
+                    start + (end - start) * (i as f32 / FRAME_SAMPLES as f32)
+                };
+                (equal_power_out(mix), equal_power_in(mix))
+            };
+            let source = self.fallback_position * CHANNELS;
+            for channel in 0..CHANNELS {
+                let index = i * CHANNELS + channel;
+                out[index] = out[index] * gain_music + self.fallback[source + channel] * gain_fallback;
+            }
+            self.fallback_position += 1;
+            if self.fallback_position >= fallback_frames {
+                self.fallback_position = 0;
+            }
+        }
+    }
+
+    fn retire(&mut self, track: QueuedTrack) {
+        if self.retired_overflow.is_some() {
+            self.flush_retired_overflow();
+        }
+        if let Err(rtrb::PushError::Full(track)) = self.retired.push(track) {
+            self.retired_overflow = Some(track);
+        }
+    }
+
+    fn flush_retired_overflow(&mut self) {
+        if let Some(track) = self.retired_overflow.take()
+            && let Err(rtrb::PushError::Full(track)) = self.retired.push(track)
+        {
+            self.retired_overflow = Some(track);
+        }
+    }
+}
+
+/// Adds up to one frame of `playing` into `out` with a gain ramping from `start`
+/// to `end`, advancing its position. Returns the number of frames taken.
+fn add_from(out: &mut Frame, playing: &mut Playing, start: f32, end: f32) -> usize {
+    let take = playing.remaining().min(FRAME_SAMPLES);
+    let samples = &playing.track.samples[playing.position * CHANNELS..(playing.position + take) * CHANNELS];
+    for (i, (out_pair, in_pair)) in out[..take * CHANNELS]
+        .chunks_exact_mut(CHANNELS)
+        .zip(samples.chunks_exact(CHANNELS))
+        .enumerate()
+    {
+        let gain = start + (end - start) * (i as f32 / FRAME_SAMPLES as f32);
+        for (o, s) in out_pair.iter_mut().zip(in_pair) {
+            *o += s * gain;
+        }
+    }
+    playing.position += take;
+    take
+}
+
+fn scale_ramp(out: &mut Frame, start: f32, end: f32) {
+    for (i, pair) in out.chunks_exact_mut(CHANNELS).enumerate() {
+        let gain = start + (end - start) * (i as f32 / FRAME_SAMPLES as f32);
+        for sample in pair {
+            *sample *= gain;
+        }
+    }
+}
+
+/// Gain of the outgoing signal at crossfade position `t` in `0..=1`.
+fn equal_power_out(t: f32) -> f32 {
+    (t.clamp(0.0, 1.0) * std::f32::consts::FRAC_PI_2).cos()
+}
+
+/// Gain of the incoming signal at crossfade position `t` in `0..=1`.
+fn equal_power_in(t: f32) -> f32 {
+    (t.clamp(0.0, 1.0) * std::f32::consts::FRAC_PI_2).sin()
+}
+
+const _: () = assert!(FRAME_LEN == FRAME_SAMPLES * CHANNELS);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::SILENT_FRAME;
+
+    fn constant_track(epoch: u32, seconds: f32, value: f32) -> QueuedTrack {
+        let frames = (seconds * SAMPLE_RATE as f32) as usize;
+        QueuedTrack {
+            epoch,
+            samples: vec![value; frames * CHANNELS].into(),
+            crossfade_samples: None,
+        }
+    }
+
+    fn mixer_with(
+        options: MixerOptions,
+        fallback_value: f32,
+    ) -> (Mixer, UpcomingProducer, RetiredConsumer) {
+        let (producer, consumer) = upcoming_queue(4);
+        let (retired_producer, retired_consumer) = retired_queue(8);
+        let fallback: Arc<[f32]> = vec![fallback_value; FRAME_LEN * 5].into();
+        (
+            Mixer::new(options, consumer, retired_producer, fallback),
+            producer,
+            retired_consumer,
+        )
+    }
+
+    #[test]
+    fn plays_tracks_back_to_back_without_a_gap() {
+        let options = MixerOptions {
+            crossfade_samples: SAMPLE_RATE,
+            ..MixerOptions::default()
+        };
+        let (mut mixer, mut upcoming, mut retired) = mixer_with(options, 0.0);
+        upcoming.push(constant_track(1, 3.0, 0.5)).unwrap();
+        upcoming.push(constant_track(2, 3.0, 0.5)).unwrap();
+        let mut frame = SILENT_FRAME;
+        let mut epochs = Vec::new();
+        // 5 s of two 3 s tracks with a 1 s crossfade: never an underrun.
+        for _ in 0..250 {
+            let report = mixer.render(&mut frame);
+            assert!(!report.underrun, "underrun during crossfaded playout");
+            let min = frame.iter().fold(f32::MAX, |a, b| a.min(*b));
+            assert!(min > 0.45, "level dipped to {min} between tracks");
+            epochs.push(report.epoch);
+        }
+        assert_eq!(epochs.first(), Some(&1));
+        assert_eq!(epochs.last(), Some(&2));
+        assert_eq!(retired.pop().map(|t| t.epoch).ok(), Some(1));
+    }
+
+    #[test]
+    fn crossfade_is_equal_power() {
+        let options = MixerOptions {
+            crossfade_samples: SAMPLE_RATE,
+            ..MixerOptions::default()
+        };
+        let (mut mixer, mut upcoming, _retired) = mixer_with(options, 0.0);
+        // Uncorrelated-like content: one track on the left, one on the right.
+        let mut left = vec![0.0f32; 2 * SAMPLE_RATE as usize * CHANNELS];
+        left.iter_mut().step_by(2).for_each(|s| *s = 1.0);
+        let mut right = vec![0.0f32; 2 * SAMPLE_RATE as usize * CHANNELS];
+        right.iter_mut().skip(1).step_by(2).for_each(|s| *s = 1.0);
+        upcoming
+            .push(QueuedTrack { epoch: 1, samples: left.into(), crossfade_samples: None })
+            .unwrap();
+        upcoming
+            .push(QueuedTrack { epoch: 2, samples: right.into(), crossfade_samples: None })
+            .unwrap();
+        let mut frame = SILENT_FRAME;
+        for _ in 0..100 {
+            mixer.render(&mut frame);
+            let power = frame[0] * frame[0] + frame[1] * frame[1];
+            assert!((power - 1.0).abs() < 0.01, "power {power} is not constant");
+        }
+    }
+
+    #[test]
+    fn falls_back_to_the_loop_on_dead_air_and_returns() {
+        let (mut mixer, mut upcoming, _retired) = mixer_with(MixerOptions::default(), 0.25);
+        let mut frame = SILENT_FRAME;
+        let report = mixer.render(&mut frame);
+        assert!(report.underrun);
+        assert_eq!(report.epoch, FALLBACK_EPOCH);
+        assert!(frame.iter().all(|s| (*s - 0.25).abs() < 1e-6));
+
+        upcoming.push(constant_track(7, 2.0, 0.5)).unwrap();
+        let report = mixer.render(&mut frame);
+        assert!(!report.underrun);
+        assert!(report.track_changed);
+        assert_eq!(report.epoch, 7);
+        // After the fade the fallback is gone.
+        for _ in 0..40 {
+            mixer.render(&mut frame);
+        }
+        assert!(frame.iter().all(|s| (*s - 0.5).abs() < 1e-6));
+    }
+
+    #[test]
+    fn a_track_ending_with_nothing_queued_is_covered_by_the_fallback() {
+        let (mut mixer, mut upcoming, _retired) = mixer_with(MixerOptions::default(), 0.25);
+        upcoming.push(constant_track(3, 0.03, 0.5)).unwrap();
+        let mut frame = SILENT_FRAME;
+        mixer.render(&mut frame);
+        let report = mixer.render(&mut frame);
+        assert!(report.underrun);
+        // The part after the track's end is filled by the loop, never silence.
+        assert!(frame.iter().all(|s| s.abs() > 0.1));
+    }
+
+    #[test]
+    fn skip_moves_to_the_next_track() {
+        let (mut mixer, mut upcoming, mut retired) = mixer_with(MixerOptions::default(), 0.0);
+        upcoming.push(constant_track(1, 30.0, 0.5)).unwrap();
+        upcoming.push(constant_track(2, 30.0, 0.5)).unwrap();
+        let mut frame = SILENT_FRAME;
+        assert_eq!(mixer.render(&mut frame).epoch, 1);
+        mixer.skip_current();
+        let mut changed_after = None;
+        for n in 1..=40 {
+            let report = mixer.render(&mut frame);
+            assert!(!report.underrun);
+            if report.track_changed {
+                assert_eq!(report.epoch, 2);
+                changed_after = Some(n);
+            }
+        }
+        // Half of the 0.5 s skip fade.
+        assert_eq!(changed_after, Some(13));
+        assert_eq!(retired.pop().map(|t| t.epoch).ok(), Some(1));
+    }
+}

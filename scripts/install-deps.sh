@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Installs the system packages a target needs, only those that are missing.
+# Usage: scripts/install-deps.sh build|test|loadtest
+set -euo pipefail
+
+need=()
+want() { # want COMMAND PACKAGE
+    command -v "$1" >/dev/null 2>&1 || need+=("$2")
+}
+
+case "${1:-build}" in
+build)
+    want cmake cmake
+    want pkg-config pkg-config
+    want cc build-essential
+    ;;
+test)
+    want cmake cmake
+    want pkg-config pkg-config
+    want cc build-essential
+    want ffmpeg ffmpeg
+    want chromium chromium
+    want node nodejs
+    want npm npm
+    ;;
+loadtest)
+    want curl curl
+    want cmake cmake
+    want pkg-config pkg-config
+    want cc build-essential
+    ;;
+*)
+    echo "usage: $0 build|test|loadtest" >&2
+    exit 2
+    ;;
+esac
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "cargo is missing: install a Rust toolchain (1.90 or newer) with rustup first." >&2
+    exit 1
+fi
+
+if [ ${#need[@]} -eq 0 ]; then
+    exit 0
+fi
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+    sudo="sudo"
+fi
+echo "installing missing packages: ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
