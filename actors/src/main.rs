@@ -94,11 +94,17 @@ fn run() -> anyhow::Result<()> {
     }
 }
 
+/// Logs go to stderr: filtered by `SONICFORGE_LOG` (default `info`), as JSON lines
+/// when `SONICFORGE_LOG_FORMAT=json`.
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("SONICFORGE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if std::env::var("SONICFORGE_LOG_FORMAT").is_ok_and(|format| format == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
 }

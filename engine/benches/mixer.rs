@@ -58,7 +58,8 @@ fn mixer_frame(c: &mut Criterion) {
                 upcoming.push(next.clone()).ok();
                 let mut mixer = Mixer::new(options, consumer, retired, Arc::clone(&fallback));
                 // First frame starts the crossfade (the whole 10 s track is the fade).
-                mixer.render(&mut frame);
+                let mut first = SILENT_FRAME;
+                mixer.render(&mut first);
                 (mixer, upcoming, retired_consumer)
             },
             |(mixer, _, _)| {

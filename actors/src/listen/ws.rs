@@ -6,6 +6,8 @@
 //! a per-session buffer that is reused once the socket has written them, so the
 //! steady state allocates nothing.
 
+use std::cell::Cell;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,6 +28,25 @@ use crate::station::{NowPlaying, Station};
 const MAX_INBOUND_FRAME: usize = 4096;
 /// Bytes reserved at a time for outgoing messages.
 const SEND_BUFFER_BYTES: usize = 16 * 1024;
+/// A connection lost while a send has waited this long was lost to a stalled client.
+const STALLED_SEND: Duration = Duration::from_millis(500);
+
+/// When the session's current send started waiting, shared by its two halves.
+#[derive(Debug, Default)]
+struct SendWait(Cell<Option<Instant>>);
+
+impl SendWait {
+    async fn send<F: std::future::Future>(&self, send: F, deadline: Duration) -> Option<F::Output> {
+        self.0.set(Some(Instant::now()));
+        let result = tokio::time::timeout(deadline, send).await.ok();
+        self.0.set(None);
+        result
+    }
+
+    fn is_stalled(&self) -> bool {
+        self.0.get().is_some_and(|since| since.elapsed() >= STALLED_SEND)
+    }
+}
 
 /// Asks a session to end (used by operators and chaos tests).
 #[derive(Debug, Message)]
@@ -41,6 +62,7 @@ pub struct ListenerSession {
     metrics: ListenerMetrics,
     reason: Option<DisconnectReason>,
     connected_at: Instant,
+    send_wait: Rc<SendWait>,
 }
 
 impl std::fmt::Debug for ListenerSession {
@@ -70,10 +92,17 @@ impl ListenerSession {
             metrics,
             reason: None,
             connected_at: Instant::now(),
+            send_wait: Rc::default(),
         }
     }
 
     fn end(&mut self, reason: DisconnectReason, ctx: &mut Context<Self>) {
+        // The socket layer may give up on a client that stopped reading (TCP_USER_TIMEOUT)
+        // before our own deadline does: while a send is stuck, that is a stall.
+        let reason = match reason {
+            DisconnectReason::ClientClosed if self.send_wait.is_stalled() => DisconnectReason::Stalled,
+            other => other,
+        };
         self.reason.get_or_insert(reason);
         ctx.stop();
     }
@@ -94,6 +123,7 @@ impl Actor for ListenerSession {
             rendition: self.rendition,
             session: session.clone(),
             metrics: self.metrics.clone(),
+            send_wait: Rc::clone(&self.send_wait),
         };
         ctx.spawn(sender.run().into_actor(self).map(|reason, actor, ctx| actor.end(reason, ctx)));
         ctx.spawn(
@@ -152,7 +182,12 @@ async fn receive(inbound: MessageStream, mut session: Session) -> DisconnectReas
             }
             Ok(actix_ws::Message::Close(_)) => return DisconnectReason::ClientClosed,
             Ok(_) => {}
-            Err(_) => return DisconnectReason::ProtocolError,
+            // The connection itself ended (reset, timeout, end of stream).
+            Err(actix_ws::ProtocolError::Io(_)) => return DisconnectReason::ClientClosed,
+            Err(error) => {
+                tracing::debug!(%error, "websocket listener broke the protocol");
+                return DisconnectReason::ProtocolError;
+            }
         }
     }
     DisconnectReason::ClientClosed
@@ -164,6 +199,7 @@ struct SendLoop {
     rendition: usize,
     session: Session,
     metrics: ListenerMetrics,
+    send_wait: Rc<SendWait>,
 }
 
 impl SendLoop {
@@ -183,10 +219,10 @@ impl SendLoop {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let hello = hello_message(&station, feed.bitrate_kbps);
-        match tokio::time::timeout(deadline, self.session.text(hello)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return DisconnectReason::ClientClosed,
-            Err(_) => return DisconnectReason::Stalled,
+        match self.send_wait.send(self.session.text(hello), deadline).await {
+            Some(Ok(())) => {}
+            Some(Err(_)) => return DisconnectReason::ClientClosed,
+            None => return DisconnectReason::Stalled,
         }
 
         let mut cursor = Cursor::new(&feed.ring, &config);
@@ -216,10 +252,10 @@ impl SendLoop {
                 if meta.epoch != last_epoch {
                     last_epoch = meta.epoch;
                     if let Some(message) = now_playing_message(&station, meta.epoch, meta.pts) {
-                        match tokio::time::timeout(deadline, self.session.text(message)).await {
-                            Ok(Ok(())) => {}
-                            Ok(Err(_)) => return DisconnectReason::ClientClosed,
-                            Err(_) => return DisconnectReason::Stalled,
+                        match self.send_wait.send(self.session.text(message), deadline).await {
+                            Some(Ok(())) => {}
+                            Some(Err(_)) => return DisconnectReason::ClientClosed,
+                            None => return DisconnectReason::Stalled,
                         }
                     }
                 }
@@ -233,10 +269,10 @@ impl SendLoop {
                 out.put_slice(&header);
                 out.put_slice(payload);
                 let message = out.split().freeze();
-                match tokio::time::timeout(deadline, self.session.binary(message)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => return DisconnectReason::ClientClosed,
-                    Err(_) => return DisconnectReason::Stalled,
+                match self.send_wait.send(self.session.binary(message), deadline).await {
+                    Some(Ok(())) => {}
+                    Some(Err(_)) => return DisconnectReason::ClientClosed,
+                    None => return DisconnectReason::Stalled,
                 }
                 sent_since_report += 1;
             }

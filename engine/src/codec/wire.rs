@@ -3,13 +3,17 @@
 //! | bytes | meaning |
 //! | --- | --- |
 //! | 0 | version (1) |
-//! | 1 | flags; bit 0: discontinuity (audio was lost before this packet) |
+//! | 1 | flags; bit 0: discontinuity (audio was skipped before this packet) |
 //! | 2-3 | zero |
 //! | 4-11 | first sample of the packet, counted at 48 kHz since the station started |
 //! | 12.. | the Opus packet |
 
+/// The frame version this engine writes and reads.
 pub const WIRE_VERSION: u8 = 1;
+/// Bytes before the Opus packet.
 pub const WIRE_HEADER_LEN: usize = 12;
+/// Flag bit: packets were skipped or the stream restarted before this packet; the
+/// client resets its decoder.
 pub const FLAG_DISCONTINUITY: u8 = 0b1;
 
 /// The header of one packet message.
@@ -20,6 +24,7 @@ pub struct WireHeader {
 }
 
 impl WireHeader {
+    /// Writes the 12 header bytes; the Opus packet follows them in the message.
     pub fn write_to(&self, out: &mut [u8; WIRE_HEADER_LEN]) {
         out[0] = WIRE_VERSION;
         out[1] = self.flags;
@@ -52,7 +57,9 @@ pub fn parse_packet(message: &[u8]) -> Result<(WireHeader, &[u8]), WireError> {
         return Err(WireError::TooShort { len: message.len() });
     }
     if message[0] != WIRE_VERSION {
-        return Err(WireError::Version { version: message[0] });
+        return Err(WireError::Version {
+            version: message[0],
+        });
     }
     if message[2] != 0 || message[3] != 0 {
         return Err(WireError::Reserved);
@@ -76,17 +83,24 @@ pub fn parse_packet(message: &[u8]) -> Result<(WireHeader, &[u8]), WireError> {
 mod tests {
     use super::*;
 
+    fn message(header: WireHeader, payload: &[u8]) -> Vec<u8> {
+        let mut bytes = [0u8; WIRE_HEADER_LEN];
+        header.write_to(&mut bytes);
+        let mut message = bytes.to_vec();
+        message.extend_from_slice(payload);
+        message
+    }
+
     #[test]
-    fn header_round_trips() {
+    fn header_is_big_endian_and_round_trips() {
         let header = WireHeader {
             flags: FLAG_DISCONTINUITY,
             pts: 0x0102_0304_0506_0708,
         };
-        let mut bytes = [0u8; WIRE_HEADER_LEN];
+        let mut bytes = [0xffu8; WIRE_HEADER_LEN];
         header.write_to(&mut bytes);
         assert_eq!(bytes, [1, 1, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]);
-        let mut message = bytes.to_vec();
-        message.extend_from_slice(b"opus");
+        let message = message(header, b"opus");
         let (parsed, payload) = parse_packet(&message).unwrap();
         assert_eq!(parsed, header);
         assert!(parsed.is_discontinuity());
@@ -94,14 +108,44 @@ mod tests {
     }
 
     #[test]
-    fn malformed_frames_are_refused() {
-        assert_eq!(parse_packet(&[1; 5]), Err(WireError::TooShort { len: 5 }));
-        let mut message = vec![2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9];
-        assert_eq!(parse_packet(&message), Err(WireError::Version { version: 2 }));
-        message[0] = 1;
-        message[3] = 1;
-        assert_eq!(parse_packet(&message), Err(WireError::Reserved));
-        let empty = [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-        assert_eq!(parse_packet(&empty), Err(WireError::EmptyPayload));
+    fn every_timestamp_and_flag_survives_the_round_trip() {
+        for (flags, pts) in [(0, 0), (0, 960), (0b10, u64::MAX), (0xff, 1 << 40)] {
+            let header = WireHeader { flags, pts };
+            let message = message(header, &[0xfc; 3]);
+            let (parsed, payload) = parse_packet(&message).unwrap();
+            assert_eq!(parsed, header);
+            assert_eq!(parsed.is_discontinuity(), flags & 1 == 1);
+            assert_eq!(payload, &[0xfc; 3]);
+        }
+    }
+
+    #[test]
+    fn message_shorter_than_the_header_is_refused() {
+        assert_eq!(parse_packet(&[]), Err(WireError::TooShort { len: 0 }));
+        assert_eq!(parse_packet(&[1; 11]), Err(WireError::TooShort { len: 11 }));
+    }
+
+    #[test]
+    fn unknown_version_is_refused() {
+        let mut bytes = message(WireHeader { flags: 0, pts: 0 }, b"x");
+        for version in [0, 2, 255] {
+            bytes[0] = version;
+            assert_eq!(parse_packet(&bytes), Err(WireError::Version { version }));
+        }
+    }
+
+    #[test]
+    fn nonzero_reserved_bytes_are_refused() {
+        for at in [2, 3] {
+            let mut bytes = message(WireHeader { flags: 0, pts: 0 }, b"x");
+            bytes[at] = 1;
+            assert_eq!(parse_packet(&bytes), Err(WireError::Reserved));
+        }
+    }
+
+    #[test]
+    fn header_without_a_packet_is_refused() {
+        let bytes = message(WireHeader { flags: 0, pts: 960 }, &[]);
+        assert_eq!(parse_packet(&bytes), Err(WireError::EmptyPayload));
     }
 }

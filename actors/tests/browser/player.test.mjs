@@ -1,0 +1,288 @@
+// Plays a station through the web player in headless Chromium, against a real engine.
+//
+// Run from this folder with `node --test`, SONICFORGE_BIN pointing at the sonicforge
+// binary (`make test-browser` does both). SONICFORGE_CONFIG, if set, is passed as
+// `--config`. SONICFORGE_SCREENSHOT, if set, is where a screenshot of the playing
+// station page is saved.
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { after, before, test } from "node:test";
+import { chromium } from "playwright-core";
+
+const CHROMIUM = "/usr/bin/chromium";
+const CHROMIUM_ARGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  "--autoplay-policy=no-user-gesture-required",
+];
+const STATION = "main";
+const LISTENING_TIMEOUT_MS = 60_000;
+// The first track is rendered before anything plays; this machine may be slow.
+const PLAY_TIMEOUT_MS = 120_000;
+const TEST_TIMEOUT_MS = 180_000;
+const PLAYED_MS_REQUIRED = 5_000;
+const SOUND_TIMEOUT_MS = 15_000;
+const AUDIBLE_PEAK = 0.01;
+const STDERR_LINES_KEPT = 40;
+
+let engine = null;
+let baseUrl = "";
+let dataDir = null;
+let browser = null;
+let context = null;
+
+/** The engine process, its base URL and the tail of its log. */
+class Engine {
+  constructor(bin, args, env) {
+    this.stderr = [];
+    this.exited = null;
+    this.process = spawn(bin, args, { env, stdio: ["ignore", "pipe", "pipe"] });
+    this.process.on("exit", (code, signal) => {
+      this.exited = { code, signal };
+    });
+    createInterface({ input: this.process.stderr }).on("line", (line) => {
+      this.stderr.push(line);
+      if (this.stderr.length > STDERR_LINES_KEPT) this.stderr.shift();
+    });
+  }
+
+  log() {
+    return this.stderr.join("\n");
+  }
+
+  /** Resolves with the URL of the `listening on http://...` line the engine prints once bound. */
+  listening(timeoutMs) {
+    return new Promise((resolve, reject) => {
+      const lines = createInterface({ input: this.process.stdout });
+      const fail = (why) => {
+        clearTimeout(timer);
+        lines.close();
+        reject(new Error(`${why}\nlast lines of the engine's stderr:\n${this.log()}`));
+      };
+      const timer = setTimeout(() => fail(`the engine printed no "listening on" line within ${timeoutMs} ms`), timeoutMs);
+      lines.on("line", (line) => {
+        const match = /^listening on (http:\/\/\S+?)\/?$/.exec(line.trim());
+        if (!match) return;
+        clearTimeout(timer);
+        resolve(match[1]);
+      });
+      this.process.once("exit", (code, signal) => fail(`the engine exited early (code ${code}, signal ${signal})`));
+      this.process.once("error", (error) => fail(`the engine could not be started: ${error.message}`));
+    });
+  }
+
+  /** Stops the engine: SIGTERM, then SIGKILL if it lingers. */
+  async stop() {
+    if (this.exited || this.process.exitCode !== null) return;
+    const gone = new Promise((resolve) => this.process.once("exit", resolve));
+    this.process.kill("SIGTERM");
+    const timer = setTimeout(() => this.process.kill("SIGKILL"), 5_000);
+    await gone;
+    clearTimeout(timer);
+  }
+}
+
+function engineBinary() {
+  const bin = process.env.SONICFORGE_BIN;
+  if (!bin) {
+    throw new Error(
+      "SONICFORGE_BIN is not set: point it at the sonicforge binary, e.g. " +
+        "SONICFORGE_BIN=$CARGO_TARGET_DIR/debug/sonicforge node --test (or run `make test-browser`)",
+    );
+  }
+  if (!existsSync(bin)) {
+    throw new Error(`SONICFORGE_BIN=${bin} does not exist: build it with \`cargo build -p sonicforge-actors\``);
+  }
+  return bin;
+}
+
+function killEverything() {
+  if (engine && engine.process.exitCode === null) engine.process.kill("SIGKILL");
+}
+
+before(async () => {
+  const bin = engineBinary();
+  if (!existsSync(CHROMIUM)) {
+    throw new Error(`${CHROMIUM} is missing: run \`make test\`, which installs Debian's chromium`);
+  }
+  const args = ["run", "--listen", "127.0.0.1:0"];
+  if (process.env.SONICFORGE_CONFIG) args.push("--config", process.env.SONICFORGE_CONFIG);
+  // The engine's own files (play events) go to a throwaway folder.
+  dataDir = mkdtempSync(join(tmpdir(), "sonicforge-browser-"));
+  process.once("exit", killEverything);
+  engine = new Engine(bin, args, { ...process.env, SONICFORGE_DATA_DIR: dataDir });
+  baseUrl = await engine.listening(LISTENING_TIMEOUT_MS);
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 60_000 });
+  context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+});
+
+after(async () => {
+  try {
+    if (browser) await browser.close();
+  } finally {
+    if (engine) await engine.stop();
+    if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+  }
+});
+
+/** A page that reports its console errors and uncaught exceptions into `problems`. */
+async function openPage(ctx, path) {
+  const page = await ctx.newPage();
+  const problems = [];
+  page.on("pageerror", (error) => problems.push(`uncaught: ${error.message}`));
+  page.on("console", (message) => {
+    if (message.type() === "error") problems.push(`console: ${message.text()}`);
+  });
+  await page.goto(`${baseUrl}${path}`, { waitUntil: "load" });
+  return { page, problems };
+}
+
+/**
+ * Waits until the player reports a peak above `level` (music has quiet moments, so
+ * this allows a few seconds) and returns its stats.
+ */
+async function waitForSound(page, level) {
+  try {
+    await page.waitForFunction((min) => window.sonicforgePlayer.stats().peak > min, level, {
+      timeout: SOUND_TIMEOUT_MS,
+      polling: 100,
+    });
+  } catch {
+    // The assertions on the returned stats explain what was heard.
+  }
+  return page.evaluate(() => window.sonicforgePlayer.stats());
+}
+
+/** Clicks Play and waits until the player has played `playedMs` of audio. */
+async function playFor(page, playedMs) {
+  await page.waitForFunction(() => Boolean(window.sonicforgePlayer));
+  await page.click("#play");
+  try {
+    await page.waitForFunction((ms) => window.sonicforgePlayer.stats().playedMs >= ms, playedMs, {
+      timeout: PLAY_TIMEOUT_MS,
+      polling: 250,
+    });
+  } catch (error) {
+    const stats = await page.evaluate(() => window.sonicforgePlayer.stats()).catch(() => null);
+    throw new Error(
+      `the player did not play ${playedMs} ms of audio: ${error.message}\n` +
+        `player stats: ${JSON.stringify(stats)}\nlast lines of the engine's stderr:\n${engine.log()}`,
+    );
+  }
+  return page.evaluate(() => window.sonicforgePlayer.stats());
+}
+
+test("the station list links to the main station", { timeout: TEST_TIMEOUT_MS }, async () => {
+  const { page, problems } = await openPage(context, "/");
+  const card = page.locator(`a.station-card[data-station="${STATION}"]`);
+  await card.waitFor({ timeout: 30_000 });
+  assert.equal(await card.getAttribute("href"), `/stations/${STATION}`);
+  const api = await (await fetch(`${baseUrl}/api/stations/${STATION}`)).json();
+  assert.ok((await card.innerText()).includes(api.name), `the card names the station "${api.name}"`);
+  assert.deepEqual(problems, []);
+  await page.close();
+});
+
+test("the page links its manifest and registers a service worker that caches only the shell", { timeout: TEST_TIMEOUT_MS }, async () => {
+  const { page, problems } = await openPage(context, "/");
+  const manifestHref = await page.locator('link[rel="manifest"]').getAttribute("href");
+  assert.equal(manifestHref, "/manifest.webmanifest");
+  const response = await fetch(`${baseUrl}${manifestHref}`);
+  assert.equal(response.status, 200);
+  const manifest = await response.json();
+  assert.equal(manifest.start_url, "/");
+  assert.equal(manifest.display, "standalone");
+  assert.ok(manifest.name, "the manifest has a name");
+  for (const icon of manifest.icons) {
+    const fetched = await fetch(new URL(icon.src, baseUrl));
+    assert.equal(fetched.status, 200, `icon ${icon.src} is served`);
+    assert.equal(fetched.headers.get("content-type"), icon.type, `icon ${icon.src} has its declared type`);
+  }
+  assert.ok(manifest.icons.some((icon) => icon.type === "image/png" && icon.sizes === "512x512"));
+
+  const worker = await page.evaluate(async () => {
+    const registration = await navigator.serviceWorker.ready;
+    return registration.active ? registration.active.scriptURL : null;
+  });
+  assert.equal(worker, `${baseUrl}/sw.js`);
+  const cached = await page.evaluate(async () => {
+    const urls = [];
+    for (const name of await caches.keys()) {
+      for (const request of await (await caches.open(name)).keys()) urls.push(new URL(request.url).pathname);
+    }
+    return urls;
+  });
+  assert.ok(cached.includes("/"), `the shell is cached: ${cached}`);
+  assert.ok(cached.includes("/assets/player.js"), `the player is cached: ${cached}`);
+  assert.deepEqual(problems, []);
+  await page.close();
+});
+
+test("the station page plays the WebSocket stream through WebCodecs", { timeout: TEST_TIMEOUT_MS }, async () => {
+  const { page, problems } = await openPage(context, `/stations/${STATION}`);
+  assert.ok(
+    await page.evaluate(() => Boolean(navigator.serviceWorker.controller)),
+    "the station page loads under the service worker",
+  );
+  await playFor(page, PLAYED_MS_REQUIRED);
+  const stats = await waitForSound(page, AUDIBLE_PEAK);
+  if (process.env.SONICFORGE_SCREENSHOT) await page.screenshot({ path: process.env.SONICFORGE_SCREENSHOT });
+
+  assert.equal(stats.mode, "webcodecs", "the WebCodecs path plays, not the fallback");
+  assert.equal(await page.locator("#fallback-audio").getAttribute("src"), null, "the fallback element stays unused");
+  assert.equal(stats.state, "playing");
+  assert.equal(stats.sampleRate, 48_000);
+  assert.equal(stats.channels, 2);
+  assert.ok(stats.decodedFrames >= PLAYED_MS_REQUIRED / 20, `decoded ${stats.decodedFrames} packets`);
+  assert.ok(stats.peak > AUDIBLE_PEAK, `decoded audio is not silent (peak ${stats.peak})`);
+  assert.ok(stats.rms > 0.001, `decoded audio is not silent (rms ${stats.rms})`);
+  assert.ok(stats.peak <= 1.5, `decoded audio is in range (peak ${stats.peak})`);
+  assert.ok(Number.isFinite(stats.latencyMs), `latency is measured (${stats.latencyMs})`);
+  assert.ok(stats.nowPlaying && stats.nowPlaying.title, "now playing is known");
+  assert.equal(await page.locator("#np-title").innerText(), stats.nowPlaying.title);
+
+  const cached = await page.evaluate(async () => {
+    const urls = [];
+    for (const name of await caches.keys()) {
+      for (const request of await (await caches.open(name)).keys()) urls.push(new URL(request.url).pathname);
+    }
+    return urls;
+  });
+  const live = cached.filter((path) => /\/(ws|stream\.opus)$|^\/api\/|^\/metrics/.test(path));
+  assert.deepEqual(live, [], "no stream, socket, API or metrics response is cached");
+
+  await page.click("#play");
+  assert.equal((await page.evaluate(() => window.sonicforgePlayer.stats())).state, "stopped");
+  assert.deepEqual(problems, []);
+  await page.close();
+});
+
+test("the player falls back to the Ogg stream where WebCodecs is missing", { timeout: TEST_TIMEOUT_MS }, async () => {
+  const bare = await browser.newContext();
+  try {
+    await bare.addInitScript(() => {
+      delete window.AudioDecoder;
+    });
+    const { page, problems } = await openPage(bare, `/stations/${STATION}`);
+    await playFor(page, 2_000);
+    const stats = await waitForSound(page, AUDIBLE_PEAK);
+    assert.equal(stats.mode, "fallback");
+    const src = await page.locator("#fallback-audio").getAttribute("src");
+    assert.match(src, new RegExp(`^/stations/${STATION}/stream\\.opus\\?bitrate=\\d+$`));
+    assert.equal(stats.decodedFrames, 0, "nothing went through WebCodecs");
+    assert.ok(stats.peak > AUDIBLE_PEAK, `the stream is not silent (peak ${stats.peak})`);
+    assert.deepEqual(problems, []);
+  } finally {
+    await bare.close();
+  }
+});
