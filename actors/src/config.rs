@@ -188,18 +188,33 @@ impl Config {
             message,
         };
         let listeners = &self.listeners;
-        check_range("listeners.pre_roll_ms", listeners.pre_roll_ms, 200, 500).map_err(|m| invalid("listeners.pre_roll_ms".into(), m))?;
-        check_range("listeners.max_lag_ms", listeners.max_lag_ms, 60, 10_000).map_err(|m| invalid("listeners.max_lag_ms".into(), m))?;
-        check_range("listeners.behind_deadline_ms", listeners.behind_deadline_ms, 500, 600_000)
-            .map_err(|m| invalid("listeners.behind_deadline_ms".into(), m))?;
-        check_range("listeners.send_batch_packets", listeners.send_batch_packets, 1, 50)
-            .map_err(|m| invalid("listeners.send_batch_packets".into(), m))?;
+        check_range("listeners.pre_roll_ms", listeners.pre_roll_ms, 200, 500)
+            .map_err(|m| invalid("listeners.pre_roll_ms".into(), m))?;
+        check_range("listeners.max_lag_ms", listeners.max_lag_ms, 60, 10_000)
+            .map_err(|m| invalid("listeners.max_lag_ms".into(), m))?;
+        check_range(
+            "listeners.behind_deadline_ms",
+            listeners.behind_deadline_ms,
+            500,
+            600_000,
+        )
+        .map_err(|m| invalid("listeners.behind_deadline_ms".into(), m))?;
+        check_range(
+            "listeners.send_batch_packets",
+            listeners.send_batch_packets,
+            1,
+            50,
+        )
+        .map_err(|m| invalid("listeners.send_batch_packets".into(), m))?;
         check_range("listeners.http_page_ms", listeners.http_page_ms, 20, 1000)
             .map_err(|m| invalid("listeners.http_page_ms".into(), m))?;
         if !listeners.http_page_ms.is_multiple_of(20) {
             return Err(invalid(
                 "listeners.http_page_ms".into(),
-                format!("{} is not a multiple of 20 (the Opus frame length)", listeners.http_page_ms),
+                format!(
+                    "{} is not a multiple of 20 (the Opus frame length)",
+                    listeners.http_page_ms
+                ),
             ));
         }
         check_range(
@@ -211,7 +226,10 @@ impl Config {
         .map_err(|m| invalid("listeners.socket_send_buffer_bytes".into(), m))?;
 
         if self.stations.is_empty() {
-            return Err(invalid("stations".into(), "at least one station is needed".into()));
+            return Err(invalid(
+                "stations".into(),
+                "at least one station is needed".into(),
+            ));
         }
         let mut ids = HashSet::new();
         for (index, station) in self.stations.iter().enumerate() {
@@ -232,20 +250,30 @@ impl Config {
                 ));
             }
             if !ids.insert(station.id.as_str()) {
-                return Err(invalid(key("id"), format!("station `{}` is defined twice", station.id)));
+                return Err(invalid(
+                    key("id"),
+                    format!("station `{}` is defined twice", station.id),
+                ));
             }
             if station.name.trim().is_empty() {
                 return Err(invalid(key("name"), "must not be empty".into()));
             }
             if station.renditions_kbps.is_empty() {
-                return Err(invalid(key("renditions_kbps"), "at least one rendition is needed".into()));
+                return Err(invalid(
+                    key("renditions_kbps"),
+                    "at least one rendition is needed".into(),
+                ));
             }
             let mut seen = HashSet::new();
             for (r, kbps) in station.renditions_kbps.iter().enumerate() {
                 let rendition_key = format!("stations[{index}].renditions_kbps[{r}]");
-                check_range(&rendition_key, *kbps, 6, 510).map_err(|m| invalid(rendition_key.clone(), m))?;
+                check_range(&rendition_key, *kbps, 6, 510)
+                    .map_err(|m| invalid(rendition_key.clone(), m))?;
                 if !seen.insert(*kbps) {
-                    return Err(invalid(rendition_key, format!("{kbps} kb/s is listed twice")));
+                    return Err(invalid(
+                        rendition_key,
+                        format!("{kbps} kb/s is listed twice"),
+                    ));
                 }
             }
             check_range(&key("crossfade_ms"), station.crossfade_ms, 0, 30_000)
@@ -265,11 +293,17 @@ impl Config {
                 ));
             }
             if station.playlist.is_empty() {
-                return Err(invalid(key("playlist"), "at least one prompt is needed".into()));
+                return Err(invalid(
+                    key("playlist"),
+                    "at least one prompt is needed".into(),
+                ));
             }
             for (p, prompt) in station.playlist.iter().enumerate() {
                 if let Err(error) = sonicforge_engine::generate::parse_prompt(prompt) {
-                    return Err(invalid(format!("stations[{index}].playlist[{p}]"), error.to_string()));
+                    return Err(invalid(
+                        format!("stations[{index}].playlist[{p}]"),
+                        error.to_string(),
+                    ));
                 }
             }
         }
@@ -318,7 +352,10 @@ playlist = ["lofi chill 80 bpm A minor"]
     #[test]
     fn shipped_file_on_disk_matches_the_embedded_one() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/sonicforge.toml");
-        assert_eq!(Config::load(Some(&path)).unwrap(), Config::load(None).unwrap());
+        assert_eq!(
+            Config::load(Some(&path)).unwrap(),
+            Config::load(None).unwrap()
+        );
     }
 
     #[test]
@@ -343,15 +380,24 @@ playlist = ["lofi chill 80 bpm A minor"]
 
     #[test]
     fn wrong_type_is_named() {
-        let message = error_of(&MINIMAL.replace("name = \"Main\"", "name = \"Main\"\ncrossfade_ms = \"long\""));
+        let message = error_of(&MINIMAL.replace(
+            "name = \"Main\"",
+            "name = \"Main\"\ncrossfade_ms = \"long\"",
+        ));
         assert!(message.contains("crossfade_ms"), "{message}");
         assert!(message.contains("test.toml"), "{message}");
     }
 
     #[test]
     fn bad_bitrate_is_named_with_its_bounds() {
-        let message = error_of(&MINIMAL.replace("name = \"Main\"", "name = \"Main\"\nrenditions_kbps = [64, 900]"));
-        assert!(message.contains("stations[0].renditions_kbps[1]"), "{message}");
+        let message = error_of(&MINIMAL.replace(
+            "name = \"Main\"",
+            "name = \"Main\"\nrenditions_kbps = [64, 900]",
+        ));
+        assert!(
+            message.contains("stations[0].renditions_kbps[1]"),
+            "{message}"
+        );
         assert!(message.contains("6..=510"), "{message}");
     }
 

@@ -74,6 +74,7 @@ fn run() -> anyhow::Result<()> {
         }
         Command::Run { config, listen } => {
             init_logging();
+            raise_open_files_limit();
             let mut config = load_config(config.as_deref())?;
             if let Some(listen) = listen {
                 config.server.listen = listen;
@@ -83,7 +84,11 @@ fn run() -> anyhow::Result<()> {
                 for addr in &engine.addrs {
                     println!("listening on http://{addr}/");
                     for station in engine.stations.iter() {
-                        println!("  {}: player http://{addr}/stations/{}", station.config.name, station.id());
+                        println!(
+                            "  {}: player http://{addr}/stations/{}",
+                            station.config.name,
+                            station.id()
+                        );
                     }
                 }
                 use std::io::Write as _;
@@ -94,11 +99,31 @@ fn run() -> anyhow::Result<()> {
     }
 }
 
+/// Every listener is a socket: take the whole open-file allowance the system grants.
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current == limit.maximum {
+        return;
+    }
+    let raised = Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => tracing::info!(limit = ?limit.maximum, "raised the open-file limit"),
+        Err(error) => {
+            tracing::warn!(%error, current = ?limit.current, "cannot raise the open-file limit")
+        }
+    }
+}
+
 /// Logs go to stderr: filtered by `SONICFORGE_LOG` (default `info`), as JSON lines
 /// when `SONICFORGE_LOG_FORMAT=json`.
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("SONICFORGE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_env("SONICFORGE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -63,14 +63,20 @@ impl Metrics {
             listener_connects: build(
                 r,
                 IntCounterVec::new(
-                    Opts::new("sonicforge_listener_connects_total", "Listener connections accepted."),
+                    Opts::new(
+                        "sonicforge_listener_connects_total",
+                        "Listener connections accepted.",
+                    ),
                     &["station", "transport", "rendition"],
                 ),
             ),
             packets_sent: build(
                 r,
                 IntCounterVec::new(
-                    Opts::new("sonicforge_packets_sent_total", "Opus packets written to listeners."),
+                    Opts::new(
+                        "sonicforge_packets_sent_total",
+                        "Opus packets written to listeners.",
+                    ),
                     &["station", "transport", "rendition"],
                 ),
             ),
@@ -87,7 +93,10 @@ impl Metrics {
             listener_disconnects: build(
                 r,
                 IntCounterVec::new(
-                    Opts::new("sonicforge_listener_disconnects_total", "Listener disconnections by reason."),
+                    Opts::new(
+                        "sonicforge_listener_disconnects_total",
+                        "Listener disconnections by reason.",
+                    ),
                     &["station", "transport", "reason"],
                 ),
             ),
@@ -104,7 +113,10 @@ impl Metrics {
             mixer_frames: build(
                 r,
                 IntCounterVec::new(
-                    Opts::new("sonicforge_mixer_frames_total", "20 ms frames played out by the mixer."),
+                    Opts::new(
+                        "sonicforge_mixer_frames_total",
+                        "20 ms frames played out by the mixer.",
+                    ),
                     &["station"],
                 ),
             ),
@@ -121,8 +133,11 @@ impl Metrics {
             encode_seconds: build(
                 r,
                 HistogramVec::new(
-                    HistogramOpts::new("sonicforge_encode_seconds", "Time to encode one 20 ms frame.")
-                        .buckets(frame_buckets),
+                    HistogramOpts::new(
+                        "sonicforge_encode_seconds",
+                        "Time to encode one 20 ms frame.",
+                    )
+                    .buckets(frame_buckets),
                     &["station", "rendition"],
                 ),
             ),
@@ -139,7 +154,10 @@ impl Metrics {
             upcoming_tracks: build(
                 r,
                 IntGaugeVec::new(
-                    Opts::new("sonicforge_upcoming_tracks", "Rendered tracks waiting for the mixer."),
+                    Opts::new(
+                        "sonicforge_upcoming_tracks",
+                        "Rendered tracks waiting for the mixer.",
+                    ),
                     &["station"],
                 ),
             ),
@@ -154,7 +172,10 @@ impl Metrics {
             generate_failures: build(
                 r,
                 IntCounterVec::new(
-                    Opts::new("sonicforge_generate_failures_total", "Track renders that failed."),
+                    Opts::new(
+                        "sonicforge_generate_failures_total",
+                        "Track renders that failed.",
+                    ),
                     &["station", "generator"],
                 ),
             ),
@@ -208,8 +229,12 @@ impl StationMetrics {
             encoder_dropped_frames: metrics.encoder_dropped_frames.with_label_values(&[station]),
             upcoming_tracks: metrics.upcoming_tracks.with_label_values(&[station]),
             track_changes: metrics.track_changes.with_label_values(&[station]),
-            generate_seconds: metrics.generate_seconds.with_label_values(&[station, generator]),
-            generate_failures: metrics.generate_failures.with_label_values(&[station, generator]),
+            generate_seconds: metrics
+                .generate_seconds
+                .with_label_values(&[station, generator]),
+            generate_failures: metrics
+                .generate_failures
+                .with_label_values(&[station, generator]),
         }
     }
 }
@@ -227,7 +252,12 @@ pub struct ListenerMetrics {
 }
 
 impl ListenerMetrics {
-    pub fn new(metrics: &Metrics, station: &str, transport: &'static str, rendition_kbps: u32) -> Self {
+    pub fn new(
+        metrics: &Metrics,
+        station: &str,
+        transport: &'static str,
+        rendition_kbps: u32,
+    ) -> Self {
         let rendition = rendition_kbps.to_string();
         let labels = [station, transport, rendition.as_str()];
         Self {
@@ -260,8 +290,14 @@ mod tests {
         station.mixer_frames.inc();
         let listener = ListenerMetrics::new(&metrics, "main", TRANSPORT_WEBSOCKET, 128);
         listener.disconnected("client_closed");
-        metrics.encode_seconds.with_label_values(&["main", "128"]).observe(0.001);
-        metrics.generate_seconds.with_label_values(&["main", "procedural"]).observe(1.0);
+        metrics
+            .encode_seconds
+            .with_label_values(&["main", "128"])
+            .observe(0.001);
+        metrics
+            .generate_seconds
+            .with_label_values(&["main", "procedural"])
+            .observe(1.0);
         let text = metrics.render();
         for family in metrics.registry.gather() {
             let name = family.name();

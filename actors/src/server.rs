@@ -17,7 +17,10 @@ pub enum ServerError {
     #[error(transparent)]
     Station(#[from] StationError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
 }
@@ -36,7 +39,9 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("addrs", &self.addrs).finish_non_exhaustive()
+        f.debug_struct("Engine")
+            .field("addrs", &self.addrs)
+            .finish_non_exhaustive()
     }
 }
 
@@ -46,11 +51,19 @@ impl Engine {
         let metrics = Metrics::new();
         let mut stations = Stations::default();
         for station_config in &config.stations {
-            stations.insert(Station::start(station_config.clone(), config.listeners, &metrics)?);
+            stations.insert(Station::start(
+                station_config.clone(),
+                config.listeners,
+                &metrics,
+            )?);
         }
         let stations = Arc::new(stations);
         let config = Arc::new(config);
-        let state = web::Data::new(AppState::new(Arc::clone(&stations), metrics, Arc::clone(&config)));
+        let state = web::Data::new(AppState::new(
+            Arc::clone(&stations),
+            metrics,
+            Arc::clone(&config),
+        ));
         let listener_config = config.listeners;
         let workers = match config.server.workers {
             0 => std::thread::available_parallelism().map_or(1, usize::from),

@@ -14,7 +14,10 @@ fn check_config(text: &str) -> (bool, String) {
         .arg(&path)
         .output()
         .unwrap();
-    (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 const GOOD: &str = r#"
@@ -32,7 +35,8 @@ fn good_config_passes() {
 
 #[test]
 fn unknown_key_is_refused() {
-    let (ok, stderr) = check_config(&GOOD.replace("name = \"Main\"", "name = \"Main\"\nvolume = 11"));
+    let (ok, stderr) =
+        check_config(&GOOD.replace("name = \"Main\"", "name = \"Main\"\nvolume = 11"));
     assert!(!ok);
     assert!(stderr.contains("station.toml"), "{stderr}");
     assert!(stderr.contains("volume"), "{stderr}");
@@ -47,7 +51,10 @@ fn wrong_type_is_refused() {
 
 #[test]
 fn bad_bitrate_is_refused() {
-    let (ok, stderr) = check_config(&GOOD.replace("name = \"Main\"", "name = \"Main\"\nrenditions_kbps = [1000]"));
+    let (ok, stderr) = check_config(&GOOD.replace(
+        "name = \"Main\"",
+        "name = \"Main\"\nrenditions_kbps = [1000]",
+    ));
     assert!(!ok);
     assert!(stderr.contains("renditions_kbps[0]"), "{stderr}");
     assert!(stderr.contains("6..=510"), "{stderr}");
@@ -70,5 +77,9 @@ fn shipped_config_passes() {
         .args(["check-config", "--config", path])
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

@@ -24,7 +24,17 @@ fn http_stream_decodes_in_ffmpeg_and_changes_tracks() {
     // ffmpeg fetches and decodes the live stream itself: an independent client and decoder.
     let started = Instant::now();
     let output = Command::new(&ffmpeg)
-        .args(["-nostdin", "-hide_banner", "-v", "error", "-rw_timeout", "10000000", "-i", &url, "-t"])
+        .args([
+            "-nostdin",
+            "-hide_banner",
+            "-v",
+            "error",
+            "-rw_timeout",
+            "10000000",
+            "-i",
+            &url,
+            "-t",
+        ])
         .arg(SECONDS.to_string())
         .args(["-f", "s16le", "-ac", "2", "-ar", "48000"])
         .arg(&pcm_path)
@@ -47,11 +57,15 @@ fn http_stream_decodes_in_ffmpeg_and_changes_tracks() {
     let window = 4800 * 2;
     let mut quietest = f64::MAX;
     for chunk in samples.chunks_exact(window) {
-        let rms = (chunk.iter().map(|s| f64::from(*s).powi(2)).sum::<f64>() / chunk.len() as f64).sqrt();
+        let rms =
+            (chunk.iter().map(|s| f64::from(*s).powi(2)).sum::<f64>() / chunk.len() as f64).sqrt();
         quietest = quietest.min(20.0 * rms.max(1e-12).log10());
     }
     println!("decoded {seconds:.2} s; quietest 100 ms window {quietest:.1} dBFS");
-    assert!(quietest > -70.0, "a 100 ms window is silent ({quietest:.1} dBFS)");
+    assert!(
+        quietest > -70.0,
+        "a 100 ms window is silent ({quietest:.1} dBFS)"
+    );
 
     // Tracks of 9 s with a 2 s crossfade: at least one change in 12 s.
     let changes = engine.metric("sonicforge_track_changes_total{") - changes_before;
@@ -66,7 +80,9 @@ fn http_stream_starts_with_opus_headers() {
     let engine = common::Engine::start(common::SHORT_TRACKS_CONFIG);
     engine.wait_ready();
     let mut stream = std::net::TcpStream::connect(&engine.addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     write!(
         stream,
         "GET /stations/main/stream.opus?bitrate=64 HTTP/1.1\r\nHost: {}\r\n\r\n",
@@ -81,8 +97,15 @@ fn http_stream_starts_with_opus_headers() {
         received.extend_from_slice(&buffer[..n]);
     }
     let text = String::from_utf8_lossy(&received);
-    assert!(text.starts_with("HTTP/1.1 200"), "{}", &text[..40.min(text.len())]);
-    assert!(text.to_ascii_lowercase().contains("content-type: audio/ogg"));
+    assert!(
+        text.starts_with("HTTP/1.1 200"),
+        "{}",
+        &text[..40.min(text.len())]
+    );
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("content-type: audio/ogg")
+    );
     let find = |needle: &[u8]| received.windows(needle.len()).position(|w| w == needle);
     let head = find(b"OpusHead").expect("OpusHead present");
     let tags = find(b"OpusTags").expect("OpusTags present");
@@ -90,5 +113,8 @@ fn http_stream_starts_with_opus_headers() {
     // Version 1, two channels, 48 kHz input rate.
     assert_eq!(received[head + 8], 1);
     assert_eq!(received[head + 9], 2);
-    assert_eq!(u32::from_le_bytes(received[head + 12..head + 16].try_into().unwrap()), 48_000);
+    assert_eq!(
+        u32::from_le_bytes(received[head + 12..head + 16].try_into().unwrap()),
+        48_000
+    );
 }

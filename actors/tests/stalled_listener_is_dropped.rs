@@ -38,7 +38,10 @@ async fn stalled_listeners_are_dropped_and_others_keep_playing() {
     // Long tracks: all are rendered before the measurement, so the station's own
     // memory stays put while the listeners' is measured.
     let config = common::SHORT_TRACKS_CONFIG
-        .replace("behind_deadline_ms = 3000", &format!("behind_deadline_ms = {DEADLINE_MS}"))
+        .replace(
+            "behind_deadline_ms = 3000",
+            &format!("behind_deadline_ms = {DEADLINE_MS}"),
+        )
         .replace("track_seconds = 9", "track_seconds = 120");
     let engine = common::Engine::start(&config);
     engine.wait_ready();
@@ -51,7 +54,9 @@ async fn stalled_listeners_are_dropped_and_others_keep_playing() {
     let _hello = healthy.next().await.unwrap().unwrap();
 
     let rss_before = engine.rss_kib();
-    let stalled: Vec<_> = (0..STALLED_CLIENTS).map(|_| stalled_client(&engine.addr)).collect();
+    let stalled: Vec<_> = (0..STALLED_CLIENTS)
+        .map(|_| stalled_client(&engine.addr))
+        .collect();
     let started = Instant::now();
     // Memory once the stalled sessions exist; from here on it must stay flat.
     let mut rss_connected = None;
@@ -68,7 +73,10 @@ async fn stalled_listeners_are_dropped_and_others_keep_playing() {
             .unwrap();
         if let Message::Binary(bytes) = message {
             let (header, _) = parse_packet(&bytes).unwrap();
-            assert!(!header.is_discontinuity(), "healthy listener saw a discontinuity");
+            assert!(
+                !header.is_discontinuity(),
+                "healthy listener saw a discontinuity"
+            );
             if let Some(previous) = previous_pts {
                 assert_eq!(header.pts, previous + 960, "healthy listener saw a gap");
             }
@@ -112,7 +120,9 @@ async fn stalled_listeners_are_dropped_and_others_keep_playing() {
     // The server also closes the stalled connections at the socket level.
     for socket in stalled {
         let mut stream: std::net::TcpStream = socket.into();
-        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
         let mut buffer = [0u8; 16 * 1024];
         loop {
             match stream.read(&mut buffer) {

@@ -22,7 +22,9 @@ struct RenditionReport {
 
 async fn listen(addr: &str, bitrate: u64) -> RenditionReport {
     let url = format!("ws://{addr}/stations/main/ws?bitrate={bitrate}");
-    let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.expect("websocket connects");
+    let (mut socket, _) = tokio_tungstenite::connect_async(&url)
+        .await
+        .expect("websocket connects");
     let hello = match socket.next().await.unwrap().unwrap() {
         Message::Text(text) => serde_json::from_str::<serde_json::Value>(&text).unwrap(),
         other => panic!("first message is not the hello: {other:?}"),
@@ -34,8 +36,13 @@ async fn listen(addr: &str, bitrate: u64) -> RenditionReport {
     assert_eq!(hello["bitrate"], bitrate);
     assert_eq!(hello["station"], "main");
     let clock_pts = hello["clock"]["pts"].as_u64().expect("hello has clock.pts") as f64;
-    let clock_unix_ms = hello["clock"]["unix_ms"].as_u64().expect("hello has clock.unix_ms") as f64;
-    assert!(hello["now_playing"]["title"].is_string(), "hello carries now playing: {hello}");
+    let clock_unix_ms = hello["clock"]["unix_ms"]
+        .as_u64()
+        .expect("hello has clock.unix_ms") as f64;
+    assert!(
+        hello["now_playing"]["title"].is_string(),
+        "hello carries now playing: {hello}"
+    );
 
     let mut decoder = opus::Decoder::new(48_000, opus::Channels::Stereo).unwrap();
     let mut pcm = vec![0f32; 5760 * 2];
@@ -44,6 +51,7 @@ async fn listen(addr: &str, bitrate: u64) -> RenditionReport {
     let mut latencies_ms = Vec::new();
     let mut peak = 0f32;
     let mut now_playing_seen = false;
+    let mut pings = 0;
     let started = Instant::now();
     let mut first_live: Option<(Instant, usize)> = None;
     while started.elapsed().as_secs_f64() < LISTEN_SECONDS {
@@ -54,14 +62,24 @@ async fn listen(addr: &str, bitrate: u64) -> RenditionReport {
             .expect("no protocol error");
         match message {
             Message::Binary(bytes) => {
-                let received_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64() * 1000.0;
+                let received_ms = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs_f64()
+                    * 1000.0;
                 let (header, payload) = parse_packet(&bytes).expect("valid packet frame");
-                assert!(!header.is_discontinuity(), "unexpected discontinuity at pts {}", header.pts);
+                assert!(
+                    !header.is_discontinuity(),
+                    "unexpected discontinuity at pts {}",
+                    header.pts
+                );
                 if let Some(previous) = previous_pts {
                     assert_eq!(header.pts, previous + 960, "timestamps must advance by 960");
                 }
                 previous_pts = Some(header.pts);
-                let samples = decoder.decode_float(payload, &mut pcm, false).expect("packet decodes");
+                let samples = decoder
+                    .decode_float(payload, &mut pcm, false)
+                    .expect("packet decodes");
                 assert_eq!(samples, 960);
                 peak = pcm[..samples * 2].iter().fold(peak, |p, s| p.max(s.abs()));
                 let on_air_ms = clock_unix_ms + (header.pts as f64 - clock_pts) / 48.0;
@@ -77,6 +95,8 @@ async fn listen(addr: &str, bitrate: u64) -> RenditionReport {
                 assert_eq!(value["type"], "now_playing");
                 now_playing_seen = true;
             }
+            // The server measures our reading lag with pings; the client library answers them.
+            Message::Ping(_) => pings += 1,
             other => panic!("unexpected message {other:?}"),
         }
     }
@@ -85,6 +105,10 @@ async fn listen(addr: &str, bitrate: u64) -> RenditionReport {
     assert!(
         (45.0..=55.0).contains(&live_rate),
         "{bitrate} kb/s: {live_rate:.1} packets per second instead of 50"
+    );
+    assert!(
+        pings >= 3,
+        "{bitrate} kb/s: {pings} pings in {LISTEN_SECONDS} s"
     );
     RenditionReport {
         bitrate,
@@ -107,7 +131,11 @@ async fn websocket_listener_gets_every_packet_of_each_rendition() {
     let addr = engine.addr.clone();
     let (low, high) = tokio::join!(listen(&addr, 64), listen(&addr, 128));
     for mut report in [low, high] {
-        assert!(report.peak > 0.01, "{} kb/s decoded audio is silent", report.bitrate);
+        assert!(
+            report.peak > 0.01,
+            "{} kb/s decoded audio is silent",
+            report.bitrate
+        );
         let p50 = percentile(&mut report.latencies_ms, 0.5);
         let p99 = percentile(&mut report.latencies_ms, 0.99);
         println!(

@@ -44,7 +44,11 @@ fn render_three_minutes(c: &mut Criterion) {
             Err(error) => println!("{prompt}: {error}"),
         }
         group.bench_function(prompt, |b| {
-            b.iter(|| generator.render(black_box(&request)).map(|track| track.frames()))
+            b.iter(|| {
+                generator
+                    .render(black_box(&request))
+                    .map(|track| track.frames())
+            })
         });
     }
     group.finish();

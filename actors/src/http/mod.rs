@@ -38,7 +38,9 @@ impl AppState {
     }
 
     fn station(&self, id: &str) -> Result<&Arc<Station>, ApiError> {
-        self.stations.get(id).ok_or_else(|| ApiError::UnknownStation(id.to_string()))
+        self.stations
+            .get(id)
+            .ok_or_else(|| ApiError::UnknownStation(id.to_string()))
     }
 }
 
@@ -48,7 +50,11 @@ pub enum ApiError {
     #[error("no station `{0}`")]
     UnknownStation(String),
     #[error("station `{station}` has no {requested} kb/s rendition")]
-    UnknownRendition { station: String, requested: u32, available: Vec<u32> },
+    UnknownRendition {
+        station: String,
+        requested: u32,
+        available: Vec<u32>,
+    },
     #[error("no such page")]
     NotFound,
     #[error("websocket handshake failed: {0}")]
@@ -68,7 +74,8 @@ impl ResponseError for ApiError {
             Self::UnknownRendition { available, .. } => json!({ "available_kbps": available }),
             _ => serde_json::Value::Null,
         };
-        HttpResponse::build(self.status_code()).json(json!({ "error": self.to_string(), "detail": detail }))
+        HttpResponse::build(self.status_code())
+            .json(json!({ "error": self.to_string(), "detail": detail }))
     }
 }
 
@@ -93,7 +100,10 @@ async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound)
 }
 
-async fn station_page(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn station_page(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     state.station(&id)?;
     Ok(web_files::station_page())
 }
@@ -105,11 +115,13 @@ struct StreamQuery {
 }
 
 fn rendition_index(station: &Station, bitrate: Option<u32>) -> Result<usize, ApiError> {
-    let feed = station.feed(bitrate).ok_or_else(|| ApiError::UnknownRendition {
-        station: station.id().to_string(),
-        requested: bitrate.unwrap_or_default(),
-        available: station.config.renditions_kbps.clone(),
-    })?;
+    let feed = station
+        .feed(bitrate)
+        .ok_or_else(|| ApiError::UnknownRendition {
+            station: station.id().to_string(),
+            requested: bitrate.unwrap_or_default(),
+            available: station.config.renditions_kbps.clone(),
+        })?;
     Ok(station
         .feeds
         .iter()
@@ -154,8 +166,14 @@ async fn http_stream(
     let serial = state.next_serial.fetch_add(1, Ordering::Relaxed);
     Ok(HttpResponse::Ok()
         .content_type("audio/ogg")
-        .insert_header(CacheControl(vec![CacheDirective::NoCache, CacheDirective::NoStore]))
-        .insert_header((header::HeaderName::from_static("x-content-type-options"), "nosniff"))
+        .insert_header(CacheControl(vec![
+            CacheDirective::NoCache,
+            CacheDirective::NoStore,
+        ]))
+        .insert_header((
+            header::HeaderName::from_static("x-content-type-options"),
+            "nosniff",
+        ))
         .streaming(ogg_stream(station, rendition, serial, metrics)))
 }
 
@@ -209,7 +227,10 @@ async fn list_stations(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(json!({ "stations": stations }))
 }
 
-async fn get_station(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn get_station(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(StationView::of(state.station(&id)?)))
 }
 
@@ -233,7 +254,8 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     if not_flowing.is_empty() {
         HttpResponse::Ok().json(json!({ "status": "ready" }))
     } else {
-        HttpResponse::ServiceUnavailable().json(json!({ "status": "not ready", "stations_without_audio": not_flowing }))
+        HttpResponse::ServiceUnavailable()
+            .json(json!({ "status": "not ready", "stations_without_audio": not_flowing }))
     }
 }
 
@@ -243,7 +265,8 @@ pub fn query_config() -> web::QueryConfig {
         let message = error.to_string();
         actix_web::error::InternalError::from_response(
             error,
-            HttpResponse::BadRequest().json(json!({ "error": "invalid query string", "detail": message })),
+            HttpResponse::BadRequest()
+                .json(json!({ "error": "invalid query string", "detail": message })),
         )
         .into()
     })

@@ -68,7 +68,12 @@ mod tests {
 
     #[test]
     fn player_files_are_embedded() {
-        for name in ["index.html", "station.html", "manifest.webmanifest", "sw.js"] {
+        for name in [
+            "index.html",
+            "station.html",
+            "manifest.webmanifest",
+            "sw.js",
+        ] {
             assert!(WEB.get_file(name).is_some(), "{name} is not embedded");
         }
         assert_eq!(content_type("player.js"), "text/javascript; charset=utf-8");

@@ -24,7 +24,8 @@ struct HttpListenerGuard {
     metrics: ListenerMetrics,
     last_progress: Instant,
     deadline: Duration,
-    station_stopped: bool,
+    /// Set when the server ends the stream itself.
+    ended_by: Option<DisconnectReason>,
 }
 
 impl HttpListenerGuard {
@@ -35,15 +36,15 @@ impl HttpListenerGuard {
             metrics,
             last_progress: Instant::now(),
             deadline,
-            station_stopped: false,
+            ended_by: None,
         }
     }
 }
 
 impl Drop for HttpListenerGuard {
     fn drop(&mut self) {
-        let reason = if self.station_stopped {
-            DisconnectReason::StationStopped
+        let reason = if let Some(reason) = self.ended_by {
+            reason
         } else if self.last_progress.elapsed() > self.deadline {
             DisconnectReason::Stalled
         } else {
@@ -79,7 +80,10 @@ pub fn ogg_stream(
     let mut pages = Vec::with_capacity(8 * 1024);
     muxer.write_headers(VENDOR, &mut pages);
     let listener = OggListener {
-        guard: HttpListenerGuard::new(metrics, Duration::from_millis(u64::from(config.behind_deadline_ms))),
+        guard: HttpListenerGuard::new(
+            metrics,
+            Duration::from_millis(u64::from(config.behind_deadline_ms)),
+        ),
         station,
         rendition,
         cursor: None,
@@ -103,20 +107,26 @@ impl OggListener {
         let deadline = self.guard.deadline;
         loop {
             if station.is_stopping() {
-                self.guard.station_stopped = true;
+                self.guard.ended_by = Some(DisconnectReason::StationStopped);
                 return None;
             }
             let notified = feed.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let cursor = self.cursor.get_or_insert_with(|| Cursor::new(&feed.ring, &station.listener_config));
+            let cursor = self
+                .cursor
+                .get_or_insert_with(|| Cursor::new(&feed.ring, &station.listener_config));
             let now = Instant::now();
             let mut packets = 0u64;
-            while let CursorStep::Packet { meta, .. } = cursor.next(&feed.ring, &mut self.packet, now) {
-                self.muxer.push_packet(self.packet.as_slice(meta.len), &mut self.pages);
+            while let CursorStep::Packet { meta, .. } =
+                cursor.next(&feed.ring, &mut self.packet, now)
+            {
+                self.muxer
+                    .push_packet(self.packet.as_slice(meta.len), &mut self.pages);
                 packets += 1;
             }
             if cursor.is_past_deadline(now) {
+                self.guard.ended_by = Some(DisconnectReason::TooSlow);
                 return None;
             }
             if cursor.skipped_packets > self.skipped_reported {

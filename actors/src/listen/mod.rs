@@ -52,7 +52,10 @@ impl DisconnectReason {
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum CursorStep {
     /// A packet to send; `discontinuity` is set on the first packet after a skip.
-    Packet { meta: PacketMeta, discontinuity: bool },
+    Packet {
+        meta: PacketMeta,
+        discontinuity: bool,
+    },
     /// Nothing new yet.
     Idle,
 }
@@ -65,25 +68,29 @@ pub(crate) struct Cursor {
     deadline: Duration,
     skip_pending: bool,
     behind_since: Option<Instant>,
-    in_order_since_skip: u64,
+    last_skip: Option<Instant>,
     pub(crate) skipped_packets: u64,
 }
 
-/// Packets in a row, without a skip, after which a listener counts as caught up.
-const CAUGHT_UP_PACKETS: u64 = 50;
+/// Time without a skip after which a listener counts as caught up again. A listener
+/// that cannot keep up skips again well within it, so it stays behind until dropped.
+const CAUGHT_UP_AFTER: Duration = Duration::from_secs(3);
 
 impl Cursor {
     /// A cursor starting `pre_roll_ms` before the newest packet of `ring`.
     pub(crate) fn new(ring: &PacketRing, config: &ListenerConfig) -> Self {
         let pre_roll = frames_for_ms(u64::from(config.pre_roll_ms)) as u64;
-        let start = ring.head().saturating_sub(pre_roll).max(ring.oldest_readable());
+        let start = ring
+            .head()
+            .saturating_sub(pre_roll)
+            .max(ring.oldest_readable());
         Self {
             next_seq: start,
             max_lag_packets: (u64::from(config.max_lag_ms) / u64::from(FRAME_MS)).max(1),
             deadline: Duration::from_millis(u64::from(config.behind_deadline_ms)),
             skip_pending: false,
             behind_since: None,
-            in_order_since_skip: 0,
+            last_skip: None,
             skipped_packets: 0,
         }
     }
@@ -115,11 +122,16 @@ impl Cursor {
                 ReadOutcome::Ready(meta) => {
                     self.next_seq += 1;
                     let discontinuity = std::mem::take(&mut self.skip_pending);
-                    self.in_order_since_skip += 1;
-                    if self.in_order_since_skip >= CAUGHT_UP_PACKETS {
+                    if self
+                        .last_skip
+                        .is_some_and(|skip| now.saturating_duration_since(skip) >= CAUGHT_UP_AFTER)
+                    {
                         self.behind_since = None;
                     }
-                    return CursorStep::Packet { meta, discontinuity };
+                    return CursorStep::Packet {
+                        meta,
+                        discontinuity,
+                    };
                 }
                 ReadOutcome::NotYet => return CursorStep::Idle,
                 ReadOutcome::Overwritten { oldest } => {
@@ -135,7 +147,7 @@ impl Cursor {
         }
         self.next_seq = seq;
         self.skip_pending = true;
-        self.in_order_since_skip = 0;
+        self.last_skip = Some(now);
         self.behind_since.get_or_insert(now);
     }
 }
@@ -181,7 +193,11 @@ mod tests {
         let mut cursor = Cursor::new(&ring, &config(300, 1000));
         assert_eq!(cursor.backlog(&ring), 15);
         let mut buf = PacketBuf::default();
-        let CursorStep::Packet { meta, discontinuity } = cursor.next(&ring, &mut buf, Instant::now()) else {
+        let CursorStep::Packet {
+            meta,
+            discontinuity,
+        } = cursor.next(&ring, &mut buf, Instant::now())
+        else {
             panic!("expected a packet");
         };
         assert_eq!(meta.pts, 25 * 960);
@@ -197,13 +213,20 @@ mod tests {
         }
         let mut buf = PacketBuf::default();
         let now = Instant::now();
-        let CursorStep::Packet { meta, discontinuity } = cursor.next(&ring, &mut buf, now) else {
+        let CursorStep::Packet {
+            meta,
+            discontinuity,
+        } = cursor.next(&ring, &mut buf, now)
+        else {
             panic!("expected a packet");
         };
         assert_eq!(meta.seq, 29);
         assert!(discontinuity);
         assert_eq!(cursor.skipped_packets, 29);
-        assert!(matches!(cursor.next(&ring, &mut buf, now), CursorStep::Idle));
+        assert!(matches!(
+            cursor.next(&ring, &mut buf, now),
+            CursorStep::Idle
+        ));
         assert!(!cursor.is_past_deadline(now));
         assert!(cursor.is_past_deadline(now + Duration::from_secs(2)));
     }
@@ -218,10 +241,34 @@ mod tests {
         }
         let now = Instant::now();
         cursor.next(&ring, &mut buf, now);
-        for seq in 30..(30 + CAUGHT_UP_PACKETS) {
+        let later = now + CAUGHT_UP_AFTER;
+        for seq in 30..40 {
             writer.publish(seq * 960, 0, 1, &[7]).unwrap();
-            assert!(matches!(cursor.next(&ring, &mut buf, now), CursorStep::Packet { discontinuity: false, .. }));
+            assert!(matches!(
+                cursor.next(&ring, &mut buf, later),
+                CursorStep::Packet {
+                    discontinuity: false,
+                    ..
+                }
+            ));
         }
         assert!(!cursor.is_past_deadline(now + Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn listener_that_keeps_skipping_stays_behind_until_the_deadline() {
+        let (mut writer, ring) = PacketRing::with_capacity(400);
+        let mut cursor = Cursor::new(&ring, &config(300, 200));
+        let mut buf = PacketBuf::default();
+        let start = Instant::now();
+        // Reads one packet in two: skips about every 20 packets, forever.
+        for seq in 0..300u64 {
+            writer.publish(seq * 960, 0, 1, &[7]).unwrap();
+            if seq % 2 == 0 {
+                cursor.next(&ring, &mut buf, start + Duration::from_millis(seq * 20));
+            }
+        }
+        assert!(cursor.skipped_packets > 100);
+        assert!(cursor.is_past_deadline(start + Duration::from_millis(300 * 20)));
     }
 }

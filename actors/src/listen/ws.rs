@@ -11,7 +11,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, Message, WrapFuture};
+use actix::{
+    Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, Message, WrapFuture,
+};
 use actix_ws::{CloseCode, CloseReason, MessageStream, Session};
 use bytes::{BufMut, BytesMut};
 use futures_util::StreamExt;
@@ -31,9 +33,46 @@ const SEND_BUFFER_BYTES: usize = 16 * 1024;
 /// A connection lost while a send has waited this long was lost to a stalled client.
 const STALLED_SEND: Duration = Duration::from_millis(500);
 
+/// How often a session pings its client to learn how far behind the client's reading is.
+const PING_INTERVAL: Duration = Duration::from_secs(1);
+
 /// When the session's current send started waiting, shared by its two halves.
 #[derive(Debug, Default)]
 struct SendWait(Cell<Option<Instant>>);
+
+/// The client's own lag, measured with WebSocket pings. A ping travels behind the
+/// audio already sent, and the client answers it only when it has read that far: the
+/// round trip is how far behind live the client's reading is, wherever the unread
+/// audio sits (our queues, the kernel's buffers on either side).
+#[derive(Debug, Default)]
+struct ClientLag {
+    ping_sent_at: Cell<Option<Instant>>,
+    last_round_trip: Cell<Duration>,
+}
+
+impl ClientLag {
+    /// The larger of the last round trip and the age of the unanswered ping.
+    fn lag(&self, now: Instant) -> Duration {
+        let waiting = self
+            .ping_sent_at
+            .get()
+            .map_or(Duration::ZERO, |sent| now.saturating_duration_since(sent));
+        waiting.max(self.last_round_trip.get())
+    }
+
+    /// How long the current ping has gone unanswered.
+    fn unanswered_for(&self, now: Instant) -> Option<Duration> {
+        self.ping_sent_at
+            .get()
+            .map(|sent| now.saturating_duration_since(sent))
+    }
+
+    fn pong_received(&self) {
+        if let Some(sent) = self.ping_sent_at.take() {
+            self.last_round_trip.set(sent.elapsed());
+        }
+    }
+}
 
 impl SendWait {
     async fn send<F: std::future::Future>(&self, send: F, deadline: Duration) -> Option<F::Output> {
@@ -44,7 +83,9 @@ impl SendWait {
     }
 
     fn is_stalled(&self) -> bool {
-        self.0.get().is_some_and(|since| since.elapsed() >= STALLED_SEND)
+        self.0
+            .get()
+            .is_some_and(|since| since.elapsed() >= STALLED_SEND)
     }
 }
 
@@ -63,13 +104,17 @@ pub struct ListenerSession {
     reason: Option<DisconnectReason>,
     connected_at: Instant,
     send_wait: Rc<SendWait>,
+    client_lag: Rc<ClientLag>,
 }
 
 impl std::fmt::Debug for ListenerSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ListenerSession")
             .field("station", &self.station.id())
-            .field("rendition", &self.station.feeds[self.rendition].bitrate_kbps)
+            .field(
+                "rendition",
+                &self.station.feeds[self.rendition].bitrate_kbps,
+            )
             .field("reason", &self.reason)
             .finish_non_exhaustive()
     }
@@ -93,6 +138,7 @@ impl ListenerSession {
             reason: None,
             connected_at: Instant::now(),
             send_wait: Rc::default(),
+            client_lag: Rc::default(),
         }
     }
 
@@ -100,7 +146,9 @@ impl ListenerSession {
         // The socket layer may give up on a client that stopped reading (TCP_USER_TIMEOUT)
         // before our own deadline does: while a send is stuck, that is a stall.
         let reason = match reason {
-            DisconnectReason::ClientClosed if self.send_wait.is_stalled() => DisconnectReason::Stalled,
+            DisconnectReason::ClientClosed if self.send_wait.is_stalled() => {
+                DisconnectReason::Stalled
+            }
             other => other,
         };
         self.reason.get_or_insert(reason);
@@ -124,10 +172,16 @@ impl Actor for ListenerSession {
             session: session.clone(),
             metrics: self.metrics.clone(),
             send_wait: Rc::clone(&self.send_wait),
+            client_lag: Rc::clone(&self.client_lag),
         };
-        ctx.spawn(sender.run().into_actor(self).map(|reason, actor, ctx| actor.end(reason, ctx)));
         ctx.spawn(
-            receive(inbound, session)
+            sender
+                .run()
+                .into_actor(self)
+                .map(|reason, actor, ctx| actor.end(reason, ctx)),
+        );
+        ctx.spawn(
+            receive(inbound, session, Rc::clone(&self.client_lag))
                 .into_actor(self)
                 .map(|reason, actor, ctx| actor.end(reason, ctx)),
         );
@@ -171,10 +225,15 @@ impl Handler<Disconnect> for ListenerSession {
 }
 
 /// Reads what the client sends: pongs to pings, an end on close or on abuse.
-async fn receive(inbound: MessageStream, mut session: Session) -> DisconnectReason {
+async fn receive(
+    inbound: MessageStream,
+    mut session: Session,
+    client_lag: Rc<ClientLag>,
+) -> DisconnectReason {
     let mut inbound = inbound.max_frame_size(MAX_INBOUND_FRAME);
     while let Some(message) = inbound.next().await {
         match message {
+            Ok(actix_ws::Message::Pong(_)) => client_lag.pong_received(),
             Ok(actix_ws::Message::Ping(bytes)) => {
                 if session.pong(&bytes).await.is_err() {
                     return DisconnectReason::ClientClosed;
@@ -200,9 +259,53 @@ struct SendLoop {
     session: Session,
     metrics: ListenerMetrics,
     send_wait: Rc<SendWait>,
+    client_lag: Rc<ClientLag>,
 }
 
 impl SendLoop {
+    /// Pings the client when no ping is outstanding and the last is a second old, and
+    /// ends the session when the client's reading stays behind past the deadline.
+    async fn check_client_lag(
+        &mut self,
+        now: Instant,
+        last_ping: &mut Instant,
+        lag_behind_since: &mut Option<Instant>,
+        max_lag: Duration,
+        deadline: Duration,
+    ) -> Result<(), DisconnectReason> {
+        if self
+            .client_lag
+            .unanswered_for(now)
+            .is_some_and(|waited| waited > deadline)
+        {
+            return Err(DisconnectReason::Stalled);
+        }
+        if self.client_lag.lag(now) > max_lag {
+            let since = *lag_behind_since.get_or_insert(now);
+            if now.saturating_duration_since(since) > deadline {
+                return Err(DisconnectReason::TooSlow);
+            }
+        } else {
+            *lag_behind_since = None;
+        }
+        if self.client_lag.ping_sent_at.get().is_none()
+            && now.saturating_duration_since(*last_ping) >= PING_INTERVAL
+        {
+            *last_ping = now;
+            self.client_lag.ping_sent_at.set(Some(now));
+            match self
+                .send_wait
+                .send(self.session.ping(b"lag"), deadline)
+                .await
+            {
+                Some(Ok(())) => {}
+                Some(Err(_)) => return Err(DisconnectReason::ClientClosed),
+                None => return Err(DisconnectReason::Stalled),
+            }
+        }
+        Ok(())
+    }
+
     async fn run(mut self) -> DisconnectReason {
         let station = Arc::clone(&self.station);
         let config = station.listener_config;
@@ -219,7 +322,11 @@ impl SendLoop {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let hello = hello_message(&station, feed.bitrate_kbps);
-        match self.send_wait.send(self.session.text(hello), deadline).await {
+        match self
+            .send_wait
+            .send(self.session.text(hello), deadline)
+            .await
+        {
             Some(Ok(())) => {}
             Some(Err(_)) => return DisconnectReason::ClientClosed,
             None => return DisconnectReason::Stalled,
@@ -231,9 +338,24 @@ impl SendLoop {
         let mut last_epoch = station.board.on_air_epoch();
         let mut sent_since_report = 0u64;
         let mut skipped_reported = 0u64;
+        let max_lag = Duration::from_millis(u64::from(config.max_lag_ms));
+        let mut last_ping = Instant::now();
+        let mut lag_behind_since = None;
         loop {
             if station.is_stopping() {
                 return DisconnectReason::StationStopped;
+            }
+            if let Err(reason) = self
+                .check_client_lag(
+                    Instant::now(),
+                    &mut last_ping,
+                    &mut lag_behind_since,
+                    max_lag,
+                    deadline,
+                )
+                .await
+            {
+                return reason;
             }
             let notified = feed.notify.notified();
             tokio::pin!(notified);
@@ -246,13 +368,21 @@ impl SendLoop {
                 if cursor.is_past_deadline(now) {
                     return DisconnectReason::TooSlow;
                 }
-                let CursorStep::Packet { meta, discontinuity } = cursor.next(&feed.ring, &mut packet, now) else {
+                let CursorStep::Packet {
+                    meta,
+                    discontinuity,
+                } = cursor.next(&feed.ring, &mut packet, now)
+                else {
                     break;
                 };
                 if meta.epoch != last_epoch {
                     last_epoch = meta.epoch;
                     if let Some(message) = now_playing_message(&station, meta.epoch, meta.pts) {
-                        match self.send_wait.send(self.session.text(message), deadline).await {
+                        match self
+                            .send_wait
+                            .send(self.session.text(message), deadline)
+                            .await
+                        {
                             Some(Ok(())) => {}
                             Some(Err(_)) => return DisconnectReason::ClientClosed,
                             None => return DisconnectReason::Stalled,
@@ -265,11 +395,19 @@ impl SendLoop {
                     out.reserve(SEND_BUFFER_BYTES);
                 }
                 let mut header = [0u8; WIRE_HEADER_LEN];
-                WireHeader { flags, pts: meta.pts }.write_to(&mut header);
+                WireHeader {
+                    flags,
+                    pts: meta.pts,
+                }
+                .write_to(&mut header);
                 out.put_slice(&header);
                 out.put_slice(payload);
                 let message = out.split().freeze();
-                match self.send_wait.send(self.session.binary(message), deadline).await {
+                match self
+                    .send_wait
+                    .send(self.session.binary(message), deadline)
+                    .await
+                {
                     Some(Ok(())) => {}
                     Some(Err(_)) => return DisconnectReason::ClientClosed,
                     None => return DisconnectReason::Stalled,
@@ -281,7 +419,9 @@ impl SendLoop {
                 sent_since_report = 0;
             }
             if cursor.skipped_packets > skipped_reported {
-                self.metrics.packets_skipped.inc_by(cursor.skipped_packets - skipped_reported);
+                self.metrics
+                    .packets_skipped
+                    .inc_by(cursor.skipped_packets - skipped_reported);
                 skipped_reported = cursor.skipped_packets;
             }
             // Wake on the next packet; the timeout notices a station that went silent.
@@ -292,9 +432,9 @@ impl SendLoop {
 
 /// The first message of every session.
 fn hello_message(station: &Station, bitrate_kbps: u32) -> String {
-    let clock = station.clock().map(|anchor| {
-        json!({ "pts": anchor.pts, "unix_ms": anchor.unix_ms })
-    });
+    let clock = station
+        .clock()
+        .map(|anchor| json!({ "pts": anchor.pts, "unix_ms": anchor.unix_ms }));
     json!({
         "type": "hello",
         "codec": "opus",

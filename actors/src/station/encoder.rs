@@ -27,7 +27,11 @@ pub(crate) struct RenditionEncoder {
 }
 
 impl RenditionEncoder {
-    pub(crate) fn new(encoder: OpusEncoder, writer: PacketWriter, encode_seconds: Histogram) -> Self {
+    pub(crate) fn new(
+        encoder: OpusEncoder,
+        writer: PacketWriter,
+        encode_seconds: Histogram,
+    ) -> Self {
         Self {
             encoder,
             writer,
@@ -71,7 +75,10 @@ pub struct EncoderActor {
 
 impl EncoderActor {
     pub fn new(station: Arc<Station>) -> Self {
-        Self { station, parts: None }
+        Self {
+            station,
+            parts: None,
+        }
     }
 
     fn tick(&mut self, _ctx: &mut Context<Self>) {
@@ -88,14 +95,20 @@ impl EncoderActor {
             parts.expected_pts = Some(frame.pts + FRAME_SAMPLES as u64);
             for rendition in &mut parts.renditions {
                 let started = Instant::now();
-                match rendition.encoder.encode(&frame.samples, &mut rendition.packet) {
+                match rendition
+                    .encoder
+                    .encode(&frame.samples, &mut rendition.packet)
+                {
                     Ok(len) => {
-                        rendition.encode_seconds.observe(started.elapsed().as_secs_f64());
-                        if let Err(error) =
-                            rendition
-                                .writer
-                                .publish(frame.pts, flags, frame.epoch, &rendition.packet[..len])
-                        {
+                        rendition
+                            .encode_seconds
+                            .observe(started.elapsed().as_secs_f64());
+                        if let Err(error) = rendition.writer.publish(
+                            frame.pts,
+                            flags,
+                            frame.epoch,
+                            &rendition.packet[..len],
+                        ) {
                             tracing::error!(station = %self.station.id(), %error, "packet not published");
                         }
                     }

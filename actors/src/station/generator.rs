@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix::{Actor, Context, Handler, Message, Supervised};
-use sonicforge_engine::generate::{GenerateError, Generator, ProceduralGenerator, Track, TrackRequest};
+use sonicforge_engine::generate::{
+    GenerateError, Generator, ProceduralGenerator, Track, TrackRequest,
+};
 
 use super::Station;
 
@@ -51,7 +53,10 @@ impl Handler<Render> for GeneratorActor {
         let elapsed = started.elapsed();
         match &result {
             Ok(track) => {
-                self.station.metrics.generate_seconds.observe(elapsed.as_secs_f64());
+                self.station
+                    .metrics
+                    .generate_seconds
+                    .observe(elapsed.as_secs_f64());
                 tracing::info!(
                     station = %self.station.id(),
                     track = %track.id,

@@ -68,7 +68,9 @@ impl MixerActor {
         let anchor = match station.clock() {
             Some(anchor) => anchor,
             None => {
-                if parts.mixer.queued_tracks() == 0 && self.waiting_since.elapsed() < FIRST_TRACK_WAIT {
+                if parts.mixer.queued_tracks() == 0
+                    && self.waiting_since.elapsed() < FIRST_TRACK_WAIT
+                {
                     return;
                 }
                 let anchor = ClockAnchor {
@@ -82,13 +84,16 @@ impl MixerActor {
             }
         };
         let now = Instant::now();
-        let elapsed_samples =
-            (now.saturating_duration_since(anchor.instant).as_secs_f64() * f64::from(SAMPLE_RATE)) as u64;
+        let elapsed_samples = (now.saturating_duration_since(anchor.instant).as_secs_f64()
+            * f64::from(SAMPLE_RATE)) as u64;
         let due_pts = anchor.pts + elapsed_samples;
         if due_pts >= parts.next_pts + MAX_CATCH_UP_FRAMES * FRAME_SAMPLES as u64 {
             let behind_ms = (due_pts - parts.next_pts) / u64::from(SAMPLE_RATE / 1000);
             tracing::warn!(station = %station.id(), behind_ms, "playout clock fell behind; moving it forward");
-            station.metrics.mixer_late_frames.inc_by((due_pts - parts.next_pts) / FRAME_SAMPLES as u64);
+            station
+                .metrics
+                .mixer_late_frames
+                .inc_by((due_pts - parts.next_pts) / FRAME_SAMPLES as u64);
             station.set_clock(ClockAnchor {
                 pts: parts.next_pts,
                 unix_ms: unix_ms_now(),

@@ -40,8 +40,9 @@ pub use track_board::{NowPlaying, TrackBoard, TrackInfo};
 
 /// Packets kept in each rendition's broadcast ring: pre-roll, the lag allowance and a margin.
 const PACKET_RING_SECONDS: u64 = 4;
-/// Capacity of the PCM ring between mixer and encoder.
-const PCM_RING_MS: u64 = 200;
+/// Capacity of the PCM ring between mixer and encoder: how long the encoder may be
+/// kept off the CPU before frames are lost. Capacity adds no latency; only a backlog would.
+const PCM_RING_MS: u64 = 1000;
 /// Prompt and length of the loop played on dead air.
 const FALLBACK_PROMPT: &str = "ambient calm 60 bpm C major";
 const FALLBACK_SECONDS: u64 = 24;
@@ -153,7 +154,8 @@ impl Station {
         listener_config: ListenerConfig,
         metrics: &Metrics,
     ) -> Result<Arc<Self>, StationError> {
-        let station_metrics = StationMetrics::new(metrics, &config.id, ProceduralGenerator::default().name());
+        let station_metrics =
+            StationMetrics::new(metrics, &config.id, ProceduralGenerator::default().name());
         let fallback = render_fallback_loop().map_err(|source| StationError::Fallback {
             station: config.id.clone(),
             source,
@@ -163,7 +165,8 @@ impl Station {
         let (retired_producer, retired_consumer) = retired_queue(config.upcoming_tracks + 4);
         let mixer = Mixer::new(
             MixerOptions {
-                crossfade_samples: (u64::from(config.crossfade_ms) * u64::from(SAMPLE_RATE) / 1000) as u32,
+                crossfade_samples: (u64::from(config.crossfade_ms) * u64::from(SAMPLE_RATE) / 1000)
+                    as u32,
                 ..MixerOptions::default()
             },
             upcoming_consumer,
@@ -176,11 +179,12 @@ impl Station {
         let mut feeds = Vec::new();
         let mut renditions = Vec::new();
         for &kbps in &config.renditions_kbps {
-            let encoder = OpusEncoder::new(kbps * 1000).map_err(|source| StationError::Encoder {
-                station: config.id.clone(),
-                kbps,
-                source,
-            })?;
+            let encoder =
+                OpusEncoder::new(kbps * 1000).map_err(|source| StationError::Encoder {
+                    station: config.id.clone(),
+                    kbps,
+                    source,
+                })?;
             let (writer, ring) = PacketRing::with_capacity(ring_packets);
             feeds.push(RenditionFeed {
                 bitrate_kbps: kbps,
@@ -191,7 +195,9 @@ impl Station {
             renditions.push(encoder::RenditionEncoder::new(
                 encoder,
                 writer,
-                metrics.encode_seconds.with_label_values(&[config.id.as_str(), &kbps.to_string()]),
+                metrics
+                    .encode_seconds
+                    .with_label_values(&[config.id.as_str(), &kbps.to_string()]),
             ));
         }
 
@@ -230,7 +236,9 @@ impl Station {
 
         let generator = {
             let station = Arc::clone(self);
-            Supervisor::start_in_arbiter(&generator_arbiter.handle(), move |_| GeneratorActor::new(station))
+            Supervisor::start_in_arbiter(&generator_arbiter.handle(), move |_| {
+                GeneratorActor::new(station)
+            })
         };
         let scheduler = {
             let station = Arc::clone(self);
@@ -245,22 +253,39 @@ impl Station {
         };
         let encoder = {
             let station = Arc::clone(self);
-            Supervisor::start_in_arbiter(&encoder_arbiter.handle(), move |_| EncoderActor::new(station))
+            Supervisor::start_in_arbiter(&encoder_arbiter.handle(), move |_| {
+                EncoderActor::new(station)
+            })
         };
         *self.actors.lock().unwrap_or_else(PoisonError::into_inner) = Some(StationActors {
             scheduler,
             generator,
             mixer,
             encoder,
-            arbiters: vec![generator_arbiter, mixer_arbiter, encoder_arbiter, control_arbiter],
+            arbiters: vec![
+                generator_arbiter,
+                mixer_arbiter,
+                encoder_arbiter,
+                control_arbiter,
+            ],
         });
     }
 
     /// Stops the station's actors and their threads.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
-        if let Some(actors) = self.actors.lock().unwrap_or_else(PoisonError::into_inner).take() {
-            drop((actors.scheduler, actors.generator, actors.mixer, actors.encoder));
+        if let Some(actors) = self
+            .actors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            drop((
+                actors.scheduler,
+                actors.generator,
+                actors.mixer,
+                actors.encoder,
+            ));
             for arbiter in actors.arbiters {
                 arbiter.stop();
             }
@@ -318,7 +343,10 @@ impl Station {
         let metrics = &self.global_metrics;
         let mut total = 0;
         for feed in &self.feeds {
-            for transport in [crate::metrics::TRANSPORT_WEBSOCKET, crate::metrics::TRANSPORT_HTTP] {
+            for transport in [
+                crate::metrics::TRANSPORT_WEBSOCKET,
+                crate::metrics::TRANSPORT_HTTP,
+            ] {
                 total += metrics
                     .listeners
                     .with_label_values(&[self.id(), transport, &feed.bitrate_kbps.to_string()])
@@ -362,7 +390,10 @@ fn render_fallback_loop() -> Result<Arc<[f32]>, sonicforge_engine::generate::Gen
         seed: 0x5eed_fa11_bac0,
         length: Some(Duration::from_secs(FALLBACK_SECONDS)),
     })?;
-    Ok(seamless_loop(&track.samples, FALLBACK_LOOP_FADE_SECONDS as usize * SAMPLE_RATE as usize))
+    Ok(seamless_loop(
+        &track.samples,
+        FALLBACK_LOOP_FADE_SECONDS as usize * SAMPLE_RATE as usize,
+    ))
 }
 
 /// Returns `samples` shortened by `fade` frames, its tail crossfaded (equal power)
@@ -392,7 +423,9 @@ mod tests {
     #[test]
     fn seamless_loop_joins_its_end_to_its_start() {
         let frames = 1000;
-        let samples: Vec<f32> = (0..frames * CHANNELS).map(|i| (i / CHANNELS) as f32).collect();
+        let samples: Vec<f32> = (0..frames * CHANNELS)
+            .map(|i| (i / CHANNELS) as f32)
+            .collect();
         let looped = seamless_loop(&samples, 100);
         assert_eq!(looped.len(), 900 * CHANNELS);
         // The first sample of the loop continues right after its last sample.

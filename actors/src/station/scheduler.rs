@@ -25,7 +25,11 @@ pub(crate) struct SchedulerParts {
 }
 
 impl SchedulerParts {
-    pub(crate) fn new(upcoming: UpcomingProducer, retired: RetiredConsumer, station_seed: u64) -> Self {
+    pub(crate) fn new(
+        upcoming: UpcomingProducer,
+        retired: RetiredConsumer,
+        station_seed: u64,
+    ) -> Self {
         Self {
             upcoming,
             retired,
@@ -75,7 +79,11 @@ impl SchedulerActor {
         let request = TrackRequest {
             prompt,
             seed: track_seed(parts.station_seed, parts.plays),
-            length: self.station.config.track_seconds.map(Duration::from_secs_f32),
+            length: self
+                .station
+                .config
+                .track_seconds
+                .map(Duration::from_secs_f32),
         };
         parts.plays += 1;
         self.render_in_flight = true;

@@ -191,8 +191,9 @@ impl OggOpusMuxer {
     /// spans pages. `samples` is what the packet adds to the granule position.
     fn append(&mut self, packet: &[u8], samples: u64, out: &mut Vec<u8>) {
         // A packet of n bytes takes n / 255 + 1 lacing values; the last is below 255.
-        let fits_one_page = packet.len() / SEGMENT_LEN < MAX_SEGMENTS;
-        if fits_one_page && self.lacing.len() + packet.len() / SEGMENT_LEN + 1 > MAX_SEGMENTS {
+        let needed = packet.len() / SEGMENT_LEN + 1;
+        let free = MAX_SEGMENTS - self.lacing.len();
+        if needed > free && (needed <= MAX_SEGMENTS || free == 0) {
             self.write_page(0, out);
         }
         let mut rest = packet;
@@ -562,6 +563,31 @@ mod tests {
         assert_eq!(pages[6].granule, 2 * 960);
         assert_eq!(pages[7].packets, vec![vec![8; 20]]);
         assert_eq!(pages[7].granule, 3 * 960);
+    }
+
+    #[test]
+    fn packet_after_a_full_page_starts_a_fresh_page() {
+        let mut muxer = OggOpusMuxer::new(1, 312, 1000);
+        let mut out = Vec::new();
+        // 254 * 255 bytes take exactly the 255 lacing values of one page.
+        let filling = vec![1u8; 254 * SEGMENT_LEN];
+        let huge = vec![2u8; 70_000];
+        assert!(!muxer.push_packet(&filling, &mut out));
+        assert!(muxer.push_packet(&huge, &mut out));
+        muxer.flush(&mut out);
+        let pages = parse_pages(&out).unwrap();
+        assert_eq!(pages.len(), 3);
+        assert_eq!(
+            (pages[0].packets.clone(), pages[0].granule),
+            (vec![filling], 960)
+        );
+        assert!(!pages[1].is_continued() && pages[1].packets.is_empty());
+        assert_eq!(pages[1].granule, NO_GRANULE);
+        assert!(pages[2].is_continued());
+        assert_eq!(
+            (pages[2].packets.clone(), pages[2].granule),
+            (vec![huge], 2 * 960)
+        );
     }
 
     #[test]

@@ -66,6 +66,8 @@ pub(crate) struct Layers {
     pub(crate) texture: f32,
     /// Low-pass brightness of the tuned parts at the section's start and end (0 dark .. 1 open).
     pub(crate) brightness: (f32, f32),
+    /// Level of the dry mix at the section's start and end, in decibels.
+    pub(crate) level: (f32, f32),
 }
 
 impl Layers {
@@ -111,17 +113,25 @@ impl Score {
             .or(self.sections.last())
     }
 
+    /// A section ramp (`from`, `to`) at `frame`.
+    fn ramp_at(&self, frame: usize, ramp: impl Fn(&Layers) -> (f32, f32)) -> Option<f32> {
+        let bar = frame as f64 / self.bar_frames;
+        let section = self.section_at(frame)?;
+        let into = ((bar - section.start_bar as f64) / section.bars.max(1) as f64).clamp(0.0, 1.0);
+        let (from, to) = ramp(&section.layers);
+        Some(from + (to - from) * into as f32)
+    }
+
     /// Brightness (0..=1) of the tuned parts at `frame`, ramping across each section.
     pub(crate) fn brightness_at(&self, frame: usize) -> f32 {
-        let bar = frame as f64 / self.bar_frames;
-        match self.section_at(frame) {
-            Some(section) => {
-                let into = ((bar - section.start_bar as f64) / section.bars.max(1) as f64).clamp(0.0, 1.0);
-                let (from, to) = section.layers.brightness;
-                from + (to - from) * into as f32
-            }
-            None => 1.0,
-        }
+        self.ramp_at(frame, |layers| layers.brightness)
+            .unwrap_or(1.0)
+    }
+
+    /// Gain of the dry mix at `frame`, ramping across each section.
+    pub(crate) fn level_at(&self, frame: usize) -> f32 {
+        let decibels = self.ramp_at(frame, |layers| layers.level).unwrap_or(0.0);
+        10f32.powf(decibels / 20.0)
     }
 
     pub(crate) fn texture_at(&self, frame: usize) -> f32 {
@@ -185,14 +195,38 @@ struct Writer {
 impl Writer {
     /// A note of one pitch (drums ignore it).
     #[allow(clippy::too_many_arguments)]
-    fn note(&mut self, bar: usize, step: usize, offset: f64, steps: f64, part: Part, pitch: i32, velocity: f32, pan: f32) {
-        let pitches = if matches!(part, Part::Drum(_) | Part::Riser) { Voicing::default() } else { Voicing::single(pitch) };
+    fn note(
+        &mut self,
+        bar: usize,
+        step: usize,
+        offset: f64,
+        steps: f64,
+        part: Part,
+        pitch: i32,
+        velocity: f32,
+        pan: f32,
+    ) {
+        let pitches = if matches!(part, Part::Drum(_) | Part::Riser) {
+            Voicing::default()
+        } else {
+            Voicing::single(pitch)
+        };
         self.chord(bar, step, offset, steps, part, pitches, velocity, pan);
     }
 
     /// A note of several pitches played as one voice.
     #[allow(clippy::too_many_arguments)]
-    fn chord(&mut self, bar: usize, step: usize, offset: f64, steps: f64, part: Part, pitches: Voicing, velocity: f32, pan: f32) {
+    fn chord(
+        &mut self,
+        bar: usize,
+        step: usize,
+        offset: f64,
+        steps: f64,
+        part: Part,
+        pitches: Voicing,
+        velocity: f32,
+        pan: f32,
+    ) {
         let jitter = if self.jitter > 0.0 {
             f64::from(self.humanize.range(-1.0, 1.0)) * self.jitter
         } else {
@@ -253,7 +287,7 @@ pub(crate) fn compose(style: &Style, seed: u64, frames: usize) -> Score {
             if layers.chords {
                 keys.chords(&mut writer, &harmony, bar, chord, next_chord);
             }
-            if layers.pad && within % harmony.bars_per_chord == 0 {
+            if layers.pad && within.is_multiple_of(harmony.bars_per_chord) {
                 keys.pad(&mut writer, &harmony, bar, chord);
             }
             if layers.lead {
@@ -319,9 +353,18 @@ fn plan_sections(total: usize, style: &Style, rng: &mut Rng) -> Vec<Section> {
             middle.max(1)
         };
         let forms: &[&[SectionKind]] = match style.genre {
-            Genre::Ambient => &[&[Verse, Chorus, Breakdown, Chorus, Verse], &[Verse, Breakdown, Chorus, Verse, Chorus]],
-            Genre::Lofi => &[&[Verse, Chorus, Verse, Breakdown, Chorus], &[Verse, Chorus, Breakdown, Verse, Chorus]],
-            _ => &[&[Verse, Chorus, Breakdown, Chorus, Verse, Chorus], &[Verse, Breakdown, Chorus, Verse, Breakdown, Chorus]],
+            Genre::Ambient => &[
+                &[Verse, Chorus, Breakdown, Chorus, Verse],
+                &[Verse, Breakdown, Chorus, Verse, Chorus],
+            ],
+            Genre::Lofi => &[
+                &[Verse, Chorus, Verse, Breakdown, Chorus],
+                &[Verse, Chorus, Breakdown, Verse, Chorus],
+            ],
+            _ => &[
+                &[Verse, Chorus, Breakdown, Chorus, Verse, Chorus],
+                &[Verse, Breakdown, Chorus, Verse, Breakdown, Chorus],
+            ],
         };
         let form = rng.pick(forms).copied().unwrap_or(&[Chorus]);
         plan.push((Intro, intro));
@@ -329,7 +372,10 @@ fn plan_sections(total: usize, style: &Style, rng: &mut Rng) -> Vec<Section> {
         let mut index = 0;
         while left > 0 {
             let bars = if left < phrase * 3 / 2 { left } else { phrase };
-            let kind = form.get(index % form.len().max(1)).copied().unwrap_or(Chorus);
+            let kind = form
+                .get(index % form.len().max(1))
+                .copied()
+                .unwrap_or(Chorus);
             plan.push((kind, bars));
             left -= bars;
             index += 1;
@@ -379,41 +425,214 @@ fn layers(style: &Style, kind: SectionKind, builds: bool) -> Layers {
         arp: false,
         texture: 0.0,
         brightness: (1.0, 1.0),
+        level: (0.0, 0.0),
     };
     let mut layers = match (genre, kind) {
-        (Genre::Lofi, Intro) => Layers { chords: true, texture: 1.0, brightness: (0.35, 0.7), ..none },
-        (Genre::Lofi, Verse) => Layers { drums: 2, bass: true, chords: true, lead: energy > 0.55, texture: 0.8, brightness: (0.85, 0.85), ..none },
-        (Genre::Lofi, Chorus) => Layers { drums: 2 + u8::from(energy > 0.6), bass: true, chords: true, pad: true, lead: true, arp: true, texture: 0.8, brightness: (0.95, 0.95) },
-        (Genre::Lofi, Breakdown) => Layers { drums: 1, chords: true, lead: true, pad: true, texture: 1.0, brightness: (0.6, 0.6), ..none },
-        (Genre::Lofi, Outro) => Layers { drums: 1, bass: true, chords: true, texture: 1.0, brightness: (0.8, 0.4), ..none },
+        (Genre::Lofi, Intro) => Layers {
+            chords: true,
+            texture: 1.0,
+            brightness: (0.35, 0.7),
+            ..none
+        },
+        (Genre::Lofi, Verse) => Layers {
+            drums: 2,
+            bass: true,
+            chords: true,
+            lead: energy > 0.55,
+            texture: 0.8,
+            brightness: (0.85, 0.85),
+            ..none
+        },
+        (Genre::Lofi, Chorus) => Layers {
+            drums: 2 + u8::from(energy > 0.6),
+            bass: true,
+            chords: true,
+            pad: true,
+            lead: true,
+            arp: true,
+            texture: 0.8,
+            brightness: (0.95, 0.95),
+            ..none
+        },
+        (Genre::Lofi, Breakdown) => Layers {
+            drums: 1,
+            chords: true,
+            lead: true,
+            pad: true,
+            texture: 1.0,
+            brightness: (0.6, 0.6),
+            ..none
+        },
+        (Genre::Lofi, Outro) => Layers {
+            drums: 1,
+            bass: true,
+            chords: true,
+            texture: 1.0,
+            brightness: (0.8, 0.4),
+            ..none
+        },
 
-        (Genre::Techno, Intro) => Layers { drums: 1, brightness: (0.45, 0.8), ..none },
-        (Genre::Techno, Verse) => Layers { drums: 2, bass: true, arp: energy > 0.5, pad: energy <= 0.5, brightness: (0.85, 0.9), ..none },
-        (Genre::Techno, Chorus) => Layers { drums: 3, bass: true, chords: true, arp: true, lead: true, brightness: (1.0, 1.0), ..none },
-        (Genre::Techno, Breakdown) => Layers { chords: true, pad: true, arp: true, brightness: (0.45, if builds { 0.9 } else { 0.6 }), ..none },
-        (Genre::Techno, Outro) => Layers { drums: 1, bass: true, brightness: (0.8, 0.45), ..none },
+        (Genre::Techno, Intro) => Layers {
+            drums: 1,
+            brightness: (0.45, 0.8),
+            ..none
+        },
+        (Genre::Techno, Verse) => Layers {
+            drums: 2,
+            bass: true,
+            arp: energy > 0.5,
+            pad: energy <= 0.5,
+            brightness: (0.85, 0.9),
+            ..none
+        },
+        (Genre::Techno, Chorus) => Layers {
+            drums: 3,
+            bass: true,
+            chords: true,
+            arp: true,
+            lead: true,
+            brightness: (1.0, 1.0),
+            ..none
+        },
+        (Genre::Techno, Breakdown) => Layers {
+            chords: true,
+            pad: true,
+            arp: true,
+            brightness: (0.55, if builds { 0.9 } else { 0.65 }),
+            ..none
+        },
+        (Genre::Techno, Outro) => Layers {
+            drums: 1,
+            bass: true,
+            brightness: (0.8, 0.45),
+            ..none
+        },
 
-        (Genre::Ambient, Intro) => Layers { pad: true, texture: 1.0, brightness: (0.3, 0.6), ..none },
-        (Genre::Ambient, Verse) => Layers { drums: 1, pad: true, bass: true, arp: true, texture: 0.6, brightness: (0.65, 0.65), ..none },
-        (Genre::Ambient, Chorus) => Layers { drums: 2, pad: true, bass: true, lead: true, arp: true, chords: true, texture: 0.5, brightness: (0.75, 0.75) },
-        (Genre::Ambient, Breakdown) => Layers { pad: true, lead: true, texture: 1.0, brightness: (0.55, 0.55), ..none },
-        (Genre::Ambient, Outro) => Layers { pad: true, texture: 1.0, brightness: (0.55, 0.3), ..none },
+        (Genre::Ambient, Intro) => Layers {
+            pad: true,
+            texture: 1.0,
+            brightness: (0.3, 0.6),
+            ..none
+        },
+        (Genre::Ambient, Verse) => Layers {
+            drums: 1,
+            pad: true,
+            bass: true,
+            arp: true,
+            texture: 0.6,
+            brightness: (0.65, 0.65),
+            ..none
+        },
+        (Genre::Ambient, Chorus) => Layers {
+            drums: 2,
+            pad: true,
+            bass: true,
+            lead: true,
+            arp: true,
+            chords: true,
+            texture: 0.5,
+            brightness: (0.75, 0.75),
+            ..none
+        },
+        (Genre::Ambient, Breakdown) => Layers {
+            pad: true,
+            lead: true,
+            texture: 1.0,
+            brightness: (0.55, 0.55),
+            ..none
+        },
+        (Genre::Ambient, Outro) => Layers {
+            pad: true,
+            texture: 1.0,
+            brightness: (0.55, 0.3),
+            ..none
+        },
 
-        (Genre::House, Intro) => Layers { drums: 1, brightness: (0.5, 0.85), ..none },
-        (Genre::House, Verse) => Layers { drums: 2, bass: true, chords: true, brightness: (0.9, 0.9), ..none },
-        (Genre::House, Chorus) => Layers { drums: 3, bass: true, chords: true, pad: true, lead: true, arp: true, brightness: (1.0, 1.0), ..none },
-        (Genre::House, Breakdown) => Layers { chords: true, pad: true, brightness: (0.5, if builds { 0.9 } else { 0.65 }), ..none },
-        (Genre::House, Outro) => Layers { drums: 1, bass: true, brightness: (0.85, 0.5), ..none },
+        (Genre::House, Intro) => Layers {
+            drums: 1,
+            brightness: (0.5, 0.85),
+            ..none
+        },
+        (Genre::House, Verse) => Layers {
+            drums: 2,
+            bass: true,
+            chords: true,
+            brightness: (0.9, 0.9),
+            ..none
+        },
+        (Genre::House, Chorus) => Layers {
+            drums: 3,
+            bass: true,
+            chords: true,
+            pad: true,
+            lead: true,
+            arp: true,
+            brightness: (1.0, 1.0),
+            ..none
+        },
+        (Genre::House, Breakdown) => Layers {
+            chords: true,
+            pad: true,
+            brightness: (0.55, if builds { 0.9 } else { 0.7 }),
+            ..none
+        },
+        (Genre::House, Outro) => Layers {
+            drums: 1,
+            bass: true,
+            brightness: (0.85, 0.5),
+            ..none
+        },
 
-        (Genre::Synthwave, Intro) => Layers { pad: true, arp: true, brightness: (0.4, 0.75), ..none },
-        (Genre::Synthwave, Verse) => Layers { drums: 2, bass: true, pad: true, arp: true, brightness: (0.85, 0.85), ..none },
-        (Genre::Synthwave, Chorus) => Layers { drums: 3, bass: true, pad: true, arp: true, lead: true, chords: true, brightness: (1.0, 1.0), ..none },
-        (Genre::Synthwave, Breakdown) => Layers { pad: true, arp: true, brightness: (0.5, if builds { 0.85 } else { 0.6 }), ..none },
-        (Genre::Synthwave, Outro) => Layers { drums: 1, pad: true, arp: true, bass: true, brightness: (0.8, 0.4), ..none },
+        (Genre::Synthwave, Intro) => Layers {
+            pad: true,
+            arp: true,
+            brightness: (0.4, 0.75),
+            ..none
+        },
+        (Genre::Synthwave, Verse) => Layers {
+            drums: 2,
+            bass: true,
+            pad: true,
+            arp: true,
+            brightness: (0.85, 0.85),
+            ..none
+        },
+        (Genre::Synthwave, Chorus) => Layers {
+            drums: 3,
+            bass: true,
+            pad: true,
+            arp: true,
+            lead: true,
+            chords: true,
+            brightness: (1.0, 1.0),
+            ..none
+        },
+        (Genre::Synthwave, Breakdown) => Layers {
+            pad: true,
+            arp: true,
+            brightness: (0.55, if builds { 0.85 } else { 0.65 }),
+            ..none
+        },
+        (Genre::Synthwave, Outro) => Layers {
+            drums: 1,
+            pad: true,
+            arp: true,
+            bass: true,
+            brightness: (0.8, 0.4),
+            ..none
+        },
     };
     if energy < 0.3 {
         layers.drums = layers.drums.min(2);
     }
+    // Intros rise towards the body; outros sink into the fade.
+    let dance = matches!(genre, Genre::Techno | Genre::House);
+    layers.level = match kind {
+        Intro if dance => (-3.0, -1.0),
+        Intro => (-6.0, -2.0),
+        Outro => (0.0, -3.0),
+        _ => (0.0, 0.0),
+    };
     let have = style.instruments;
     layers.drums = if have.drums { layers.drums } else { 0 };
     layers.bass &= have.bass;
@@ -524,51 +743,146 @@ fn drum_patterns(genre: Genre, level: u8) -> &'static [DrumPattern] {
             &[(Kick, "o.........o....."), (ClosedHat, "o.g.o.g.o.g.o.g.")],
         ],
         (Genre::Lofi, 2) => &[
-            &[(Kick, "x.........x....."), (Snare, "....x.......x..."), (ClosedHat, "x.o.x.o.x.o.x.o.")],
-            &[(Kick, "x......o..x....."), (Snare, "....x.......x..g"), (ClosedHat, "x.o.xgo.x.o.x.oo")],
-            &[(Kick, "x.....o...x...o."), (Snare, "....x..g....x..."), (ClosedHat, "x.o.x.o.x.ooxgo.")],
+            &[
+                (Kick, "x.........x....."),
+                (Snare, "....x.......x..."),
+                (ClosedHat, "x.o.x.o.x.o.x.o."),
+            ],
+            &[
+                (Kick, "x......o..x....."),
+                (Snare, "....x.......x..g"),
+                (ClosedHat, "x.o.xgo.x.o.x.oo"),
+            ],
+            &[
+                (Kick, "x.....o...x...o."),
+                (Snare, "....x..g....x..."),
+                (ClosedHat, "x.o.x.o.x.ooxgo."),
+            ],
         ],
         (Genre::Lofi, _) => &[
-            &[(Kick, "x.........x....."), (Snare, "....x..g....x..."), (ClosedHat, "x.o.xgo.x.o.x.oo"), (Shaker, "..o...o...o...o.")],
-            &[(Kick, "x......o..x...o."), (Snare, "....x.......x..g"), (ClosedHat, "x.o.x.o.x.o.x.o."), (OpenHat, "..............o.")],
+            &[
+                (Kick, "x.........x....."),
+                (Snare, "....x..g....x..."),
+                (ClosedHat, "x.o.xgo.x.o.x.oo"),
+                (Shaker, "..o...o...o...o."),
+            ],
+            &[
+                (Kick, "x......o..x...o."),
+                (Snare, "....x.......x..g"),
+                (ClosedHat, "x.o.x.o.x.o.x.o."),
+                (OpenHat, "..............o."),
+            ],
         ],
         (Genre::Techno, 1) => &[
             &[(Kick, "X...X...X...X..."), (OpenHat, "..o...o...o...o.")],
-            &[(Kick, "X...X...X...X..."), (ClosedHat, "..o...o...o...o."), (Rim, "...........o....")],
+            &[
+                (Kick, "X...X...X...X..."),
+                (ClosedHat, "..o...o...o...o."),
+                (Rim, "...........o...."),
+            ],
         ],
         (Genre::Techno, 2) => &[
-            &[(Kick, "X...X...X...X..."), (OpenHat, "..x...x...x...x."), (Clap, "....x.......x..."), (ClosedHat, ".g.g.g.g.g.g.g.g")],
-            &[(Kick, "X...X...X...X..."), (OpenHat, "..x...x...x...x."), (Rim, "...o..o....o..o."), (ClosedHat, "gogggogggogggogg")],
+            &[
+                (Kick, "X...X...X...X..."),
+                (OpenHat, "..x...x...x...x."),
+                (Clap, "....x.......x..."),
+                (ClosedHat, ".g.g.g.g.g.g.g.g"),
+            ],
+            &[
+                (Kick, "X...X...X...X..."),
+                (OpenHat, "..x...x...x...x."),
+                (Rim, "...o..o....o..o."),
+                (ClosedHat, "gogggogggogggogg"),
+            ],
         ],
         (Genre::Techno, _) => &[
-            &[(Kick, "X...X...X...X..."), (OpenHat, "..x...x...x...x."), (Clap, "....x.......x..."), (ClosedHat, "ogxgogxgogxgogxg"), (Rim, "...o......o..o..")],
-            &[(Kick, "X...X...X...X..."), (OpenHat, "..x...x...x...x."), (Clap, "....x.......x..."), (ClosedHat, "gogggogggogggogg"), (Rim, "......o.......o.")],
+            &[
+                (Kick, "X...X...X...X..."),
+                (OpenHat, "..x...x...x...x."),
+                (Clap, "....x.......x..."),
+                (ClosedHat, "ogxgogxgogxgogxg"),
+                (Rim, "...o......o..o.."),
+            ],
+            &[
+                (Kick, "X...X...X...X..."),
+                (OpenHat, "..x...x...x...x."),
+                (Clap, "....x.......x..."),
+                (ClosedHat, "gogggogggogggogg"),
+                (Rim, "......o.......o."),
+            ],
         ],
         (Genre::House, 1) => &[
             &[(Kick, "X...X...X...X..."), (Shaker, "gogggogggogggogg")],
             &[(Kick, "X...X...X...X..."), (ClosedHat, "..o...o...o...o.")],
         ],
         (Genre::House, 2) => &[
-            &[(Kick, "X...X...X...X..."), (Clap, "....x.......x..."), (OpenHat, "..x...x...x...x."), (Shaker, "gogggogggogggogg")],
-            &[(Kick, "X...X...X...X..."), (Clap, "....x.......x..."), (OpenHat, "..x...x...x...x."), (ClosedHat, "o.g.o.g.o.g.o.g.")],
+            &[
+                (Kick, "X...X...X...X..."),
+                (Clap, "....x.......x..."),
+                (OpenHat, "..x...x...x...x."),
+                (Shaker, "gogggogggogggogg"),
+            ],
+            &[
+                (Kick, "X...X...X...X..."),
+                (Clap, "....x.......x..."),
+                (OpenHat, "..x...x...x...x."),
+                (ClosedHat, "o.g.o.g.o.g.o.g."),
+            ],
         ],
         (Genre::House, _) => &[
-            &[(Kick, "X...X...X...X..."), (Clap, "....x.......x..."), (OpenHat, "..x...x...x...x."), (Shaker, "gogxgogxgogxgogx"), (Rim, "...o..o.......o.")],
-            &[(Kick, "X...X...X...X..."), (Clap, "....x.......x..."), (OpenHat, "..x...x...x...x."), (ClosedHat, "ogogogogogogogog"), (Snare, "...............g")],
+            &[
+                (Kick, "X...X...X...X..."),
+                (Clap, "....x.......x..."),
+                (OpenHat, "..x...x...x...x."),
+                (Shaker, "gogxgogxgogxgogx"),
+                (Rim, "...o..o.......o."),
+            ],
+            &[
+                (Kick, "X...X...X...X..."),
+                (Clap, "....x.......x..."),
+                (OpenHat, "..x...x...x...x."),
+                (ClosedHat, "ogogogogogogogog"),
+                (Snare, "...............g"),
+            ],
         ],
         (Genre::Synthwave, 1) => &[&[(Kick, "x.......x......."), (ClosedHat, "o.o.o.o.o.o.o.o.")]],
         (Genre::Synthwave, 2) => &[
-            &[(Kick, "x.......x.x....."), (Snare, "....x.......x..."), (ClosedHat, "x.o.x.o.x.o.x.o.")],
-            &[(Kick, "x.......x......."), (Snare, "....x.......x..."), (ClosedHat, "x.o.x.o.x.o.x.o.")],
+            &[
+                (Kick, "x.......x.x....."),
+                (Snare, "....x.......x..."),
+                (ClosedHat, "x.o.x.o.x.o.x.o."),
+            ],
+            &[
+                (Kick, "x.......x......."),
+                (Snare, "....x.......x..."),
+                (ClosedHat, "x.o.x.o.x.o.x.o."),
+            ],
         ],
         (Genre::Synthwave, _) => &[
-            &[(Kick, "x.......x.x....."), (Snare, "....x.......x..."), (ClosedHat, "xoooxoooxoooxooo"), (OpenHat, "..............o.")],
-            &[(Kick, "x..x....x.x....."), (Snare, "....x.......x..."), (ClosedHat, "xoooxoooxoooxooo")],
+            &[
+                (Kick, "x.......x.x....."),
+                (Snare, "....x.......x..."),
+                (ClosedHat, "xoooxoooxoooxooo"),
+                (OpenHat, "..............o."),
+            ],
+            &[
+                (Kick, "x..x....x.x....."),
+                (Snare, "....x.......x..."),
+                (ClosedHat, "xoooxoooxoooxooo"),
+            ],
         ],
         (Genre::Ambient, 1) => &[&[(Kick, "o..............."), (Shaker, "........o.......")]],
         (Genre::Ambient, _) => &[
-            &[(Kick, "o.........o....."), (Rim, "....o.......o..."), (Shaker, "..o...o...o...o.")],
-            &[(Kick, "o.......o......."), (Rim, "............o..."), (Shaker, "..g...o...g...o.")],
+            &[
+                (Kick, "o.........o....."),
+                (Rim, "....o.......o..."),
+                (Shaker, "..o...o...o...o."),
+            ],
+            &[
+                (Kick, "o.......o......."),
+                (Rim, "............o..."),
+                (Shaker, "..g...o...g...o."),
+            ],
         ],
     }
 }
@@ -608,7 +922,11 @@ impl Drummer {
     }
 
     fn hit(&mut self, writer: &mut Writer, bar: usize, step: usize, drum: Drum, velocity: f32) {
-        let spread = if matches!(drum, Drum::ClosedHat | Drum::Shaker) { 0.15 } else { 0.06 };
+        let spread = if matches!(drum, Drum::ClosedHat | Drum::Shaker) {
+            0.15
+        } else {
+            0.06
+        };
         let velocity = velocity * (1.0 - spread + spread * self.velocity.unit());
         let part = Part::Drum(drum);
         writer.note(bar, step, 0.0, 1.0, part, 0, velocity, drum_pan(drum));
@@ -624,11 +942,22 @@ impl Drummer {
         if level > 0 {
             let patterns = drum_patterns(genre, level);
             let variant = self.variants[section.kind as usize];
-            let pattern = patterns.get(variant % patterns.len().max(1)).copied().unwrap_or(&[]);
+            let pattern = patterns
+                .get(variant % patterns.len().max(1))
+                .copied()
+                .unwrap_or(&[]);
             let phrase_end = within % 8 == 7 && bars_left > 1 || bars_left == 1 && !last_bar;
             let fill = level >= 2 && phrase_end && genre != Genre::Ambient;
             let fill_from = if genre == Genre::Synthwave { 8 } else { 12 };
+            // A long four-on-the-floor intro starts on the hats alone; the kick enters halfway.
+            let kick_waits = section.kind == SectionKind::Intro
+                && section.bars >= 4
+                && within < section.bars / 2
+                && matches!(genre, Genre::Techno | Genre::House);
             for &(drum, rhythm) in pattern {
+                if kick_waits && drum == Drum::Kick {
+                    continue;
+                }
                 for (step, symbol) in rhythm.bytes().enumerate().take(STEPS) {
                     let muted = fill && step >= fill_from && drum != Drum::Kick;
                     if let (Some(velocity), false) = (hit(symbol), muted) {
@@ -645,7 +974,11 @@ impl Drummer {
         }
         if building {
             // A snare roll: eighths, then sixteenths in the last bar, getting louder.
-            let (every, from, to) = if bars_left == 2 { (2, 0.25, 0.55) } else { (1, 0.55, 1.0) };
+            let (every, from, to) = if bars_left == 2 {
+                (2, 0.25, 0.55)
+            } else {
+                (1, 0.55, 1.0)
+            };
             for step in (0..STEPS).step_by(every) {
                 let velocity = from + (to - from) * step as f32 / STEPS as f32;
                 self.hit(writer, bar, step, Drum::Snare, velocity);
@@ -669,8 +1002,19 @@ impl Drummer {
                 (15, LowTom, 0.95),
             ],
             Genre::Lofi => &[(12, Snare, 0.8), (14, Kick, 0.6), (15, Snare, 0.35)],
-            Genre::Techno => &[(12, Clap, 0.5), (13, Clap, 0.6), (14, Clap, 0.75), (15, Clap, 0.9)],
-            Genre::House => &[(12, Snare, 0.5), (13, Snare, 0.6), (14, Snare, 0.75), (15, Snare, 0.9), (14, OpenHat, 0.7)],
+            Genre::Techno => &[
+                (12, Clap, 0.5),
+                (13, Clap, 0.6),
+                (14, Clap, 0.75),
+                (15, Clap, 0.9),
+            ],
+            Genre::House => &[
+                (12, Snare, 0.5),
+                (13, Snare, 0.6),
+                (14, Snare, 0.75),
+                (15, Snare, 0.9),
+                (14, OpenHat, 0.7),
+            ],
             Genre::Ambient => &[],
         };
         for &(step, drum, velocity) in fill {
@@ -694,7 +1038,9 @@ fn bass_pitch(symbol: u8, harmony: &Harmony, chord: Chord, next: Chord, low: i32
     let scale = &harmony.scale;
     let into_range = |note: i32| low + (note - low).rem_euclid(12);
     let root = into_range(chord.root_note(scale, 2));
-    let above = |degrees: i32| root + scale.semitones(chord.degree + degrees) - scale.semitones(chord.degree);
+    let above = |degrees: i32| {
+        root + scale.semitones(chord.degree + degrees) - scale.semitones(chord.degree)
+    };
     Some(match symbol {
         b'R' => root,
         b'O' => root + 12,
@@ -712,11 +1058,44 @@ fn bass_pitch(symbol: u8, harmony: &Harmony, chord: Chord, next: Chord, low: i32
 impl Bassist {
     fn new(style: &Style, rng: &mut Rng) -> Self {
         let (options, gate, low): (&[&'static str], f64, i32) = match style.genre {
-            Genre::Lofi => (&["R-----..F-..R---", "R-------..R---A-", "R-----R-..T---A-", "R---...R--..F-O-"], 0.95, 33),
-            Genre::Techno if style.energy < 0.4 => (&["..R-..R-..R-..R-", "..R-..R-..R-..RO"], 0.7, 29),
-            Genre::Techno => (&[".RRR.RRR.RRR.RRR", ".R.R.R.R.R.R.RRR", ".RRR.RRR.RRR.RRO", ".RR..RR..RR..RRO"], 0.7, 29),
-            Genre::House => (&["..R-..R-..R-..R-", "..R-..RO..R-..R-", "R-.R..R-..R-.RF.", "..R..R..R-.R..O-"], 0.8, 29),
-            Genre::Synthwave => (&["R.R.R.R.R.R.R.R.", "R.R.O.R.R.R.O.R.", "RRR.RRR.RRR.RROO"], 0.55, 31),
+            Genre::Lofi => (
+                &[
+                    "R-----..F-..R---",
+                    "R-------..R---A-",
+                    "R-----R-..T---A-",
+                    "R---...R--..F-O-",
+                ],
+                0.95,
+                33,
+            ),
+            Genre::Techno if style.energy < 0.4 => {
+                (&["..R-..R-..R-..R-", "..R-..R-..R-..RO"], 0.7, 29)
+            }
+            Genre::Techno => (
+                &[
+                    ".RRR.RRR.RRR.RRR",
+                    ".R.R.R.R.R.R.RRR",
+                    ".RRR.RRR.RRR.RRO",
+                    ".RR..RR..RR..RRO",
+                ],
+                0.7,
+                29,
+            ),
+            Genre::House => (
+                &[
+                    "..R-..R-..R-..R-",
+                    "..R-..RO..R-..R-",
+                    "R-.R..R-..R-.RF.",
+                    "..R..R..R-.R..O-",
+                ],
+                0.8,
+                29,
+            ),
+            Genre::Synthwave => (
+                &["R.R.R.R.R.R.R.R.", "R.R.O.R.R.R.O.R.", "RRR.RRR.RRR.RROO"],
+                0.55,
+                31,
+            ),
             Genre::Ambient => (&["R---------------"], 1.0, 28),
         };
         let mut pick = || rng.pick(options).copied().unwrap_or("R---------------");
@@ -728,10 +1107,18 @@ impl Bassist {
         }
     }
 
-    fn bar(&mut self, writer: &mut Writer, harmony: &Harmony, bar: usize, within: usize, chord: Chord, next: Chord) {
+    fn bar(
+        &mut self,
+        writer: &mut Writer,
+        harmony: &Harmony,
+        bar: usize,
+        within: usize,
+        chord: Chord,
+        next: Chord,
+    ) {
         if self.genre == Genre::Ambient {
             // A drone on each chord's root.
-            if within % harmony.bars_per_chord == 0
+            if within.is_multiple_of(harmony.bars_per_chord)
                 && let Some(pitch) = bass_pitch(b'R', harmony, chord, next, self.low)
             {
                 let steps = (STEPS * harmony.bars_per_chord) as f64;
@@ -744,9 +1131,21 @@ impl Bassist {
             let Some(pitch) = bass_pitch(symbol, harmony, chord, next, self.low) else {
                 continue;
             };
-            let held = pattern[step + 1..].iter().take_while(|&&s| s == b'-').count();
-            let velocity = if step % 4 == 0 { 0.95 } else { 0.8 };
-            writer.note(bar, step, 0.0, (1 + held) as f64 * self.gate, Part::Bass, pitch, velocity, 0.0);
+            let held = pattern[step + 1..]
+                .iter()
+                .take_while(|&&s| s == b'-')
+                .count();
+            let velocity = if step.is_multiple_of(4) { 0.95 } else { 0.8 };
+            writer.note(
+                bar,
+                step,
+                0.0,
+                (1 + held) as f64 * self.gate,
+                Part::Bass,
+                pitch,
+                velocity,
+                0.0,
+            );
         }
     }
 }
@@ -768,14 +1167,49 @@ struct Keys {
 
 impl Keys {
     fn new(style: &Style, rng: &mut Rng) -> Self {
-        let (options, gate, center, strum_ms): (&[&'static str], f64, f32, f64) = match (style.genre, style.instruments.chord_sound) {
-            (Genre::Lofi, _) => (&["x---------------", "x-----------x---", "x------------->-", "x-------x-------"], 0.97, 62.0, 18.0),
-            (Genre::Techno, _) | (_, ChordSound::Stab) => (&["...x......x.....", "..x.....x..x....", "......x.......x.", "...x..x....x...."], 0.5, 60.0, 0.0),
-            (Genre::House, ChordSound::Organ) => (&["..x-..x-..x-..x-", "x-.x-.x-..x-.x-."], 0.9, 64.0, 2.0),
-            (Genre::House, _) => (&["x..x..x...x..x..", "..x-..x-..x-..x-", "x-.x-.x-..x-.x-.", "..x..x..x...x.x."], 0.85, 64.0, 4.0),
-            (Genre::Synthwave, _) => (&["x-x-x-x-x-x-x-x-", "x--x--x-x--x--x-"], 0.7, 62.0, 0.0),
-            (Genre::Ambient, _) => (&["x---------------"], 1.0, 64.0, 40.0),
-        };
+        let (options, gate, center, strum_ms): (&[&'static str], f64, f32, f64) =
+            match (style.genre, style.instruments.chord_sound) {
+                (Genre::Lofi, _) => (
+                    &[
+                        "x---------------",
+                        "x-----------x---",
+                        "x------------->-",
+                        "x-------x-------",
+                    ],
+                    0.97,
+                    62.0,
+                    18.0,
+                ),
+                (Genre::Techno, _) | (_, ChordSound::Stab) => (
+                    &[
+                        "...x......x.....",
+                        "..x.....x..x....",
+                        "......x.......x.",
+                        "...x..x....x....",
+                    ],
+                    0.5,
+                    60.0,
+                    0.0,
+                ),
+                (Genre::House, ChordSound::Organ) => {
+                    (&["..x-..x-..x-..x-", "x-.x-.x-..x-.x-."], 0.9, 64.0, 2.0)
+                }
+                (Genre::House, _) => (
+                    &[
+                        "x..x..x...x..x..",
+                        "..x-..x-..x-..x-",
+                        "x-.x-.x-..x-.x-.",
+                        "..x..x..x...x.x.",
+                    ],
+                    0.85,
+                    64.0,
+                    4.0,
+                ),
+                (Genre::Synthwave, _) => {
+                    (&["x-x-x-x-x-x-x-x-", "x--x--x-x--x--x-"], 0.7, 62.0, 0.0)
+                }
+                (Genre::Ambient, _) => (&["x---------------"], 1.0, 64.0, 40.0),
+            };
         let mut pick = || rng.pick(options).copied().unwrap_or("x---------------");
         Self {
             patterns: [pick(), pick()],
@@ -788,12 +1222,22 @@ impl Keys {
             },
             strum: strum_ms / 1000.0 * SR,
             anticipated: false,
-            as_one: matches!(style.instruments.chord_sound, ChordSound::Stab | ChordSound::Synth),
+            as_one: matches!(
+                style.instruments.chord_sound,
+                ChordSound::Stab | ChordSound::Synth
+            ),
             velocity: Rng::new(rng.next_u64()),
         }
     }
 
-    fn chords(&mut self, writer: &mut Writer, harmony: &Harmony, bar: usize, chord: Chord, next: Chord) {
+    fn chords(
+        &mut self,
+        writer: &mut Writer,
+        harmony: &Harmony,
+        bar: usize,
+        chord: Chord,
+        next: Chord,
+    ) {
         let pattern = self.patterns[(bar / 2) % 2].as_bytes();
         let skip_first = std::mem::take(&mut self.anticipated);
         for (step, &symbol) in pattern.iter().enumerate().take(STEPS) {
@@ -805,12 +1249,15 @@ impl Keys {
                 }
                 _ => continue,
             };
-            let held = pattern[step + 1..].iter().take_while(|&&s| s == b'-').count();
+            let held = pattern[step + 1..]
+                .iter()
+                .take_while(|&&s| s == b'-')
+                .count();
             // An anticipated chord rings on into the next bar.
             let extra = if symbol == b'>' { 8.0 } else { 0.0 };
             let steps = (1 + held) as f64 * self.gate + extra;
             let voicing = struck.voicing(&harmony.scale, self.center);
-            let accent = if step % 4 == 0 { 0.85 } else { 0.72 };
+            let accent = if step.is_multiple_of(4) { 0.85 } else { 0.72 };
             if self.as_one {
                 let velocity = accent * (0.9 + 0.1 * self.velocity.unit());
                 writer.chord(bar, step, 0.0, steps, Part::Chords, voicing, velocity, 0.0);
@@ -820,7 +1267,16 @@ impl Keys {
             for (n, &pitch) in notes.iter().enumerate() {
                 let spread = n as f32 / (notes.len().max(2) - 1) as f32 * 0.7 - 0.35;
                 let velocity = accent * (0.9 + 0.1 * self.velocity.unit());
-                writer.note(bar, step, self.strum * n as f64, steps, Part::Chords, pitch, velocity, spread);
+                writer.note(
+                    bar,
+                    step,
+                    self.strum * n as f64,
+                    steps,
+                    Part::Chords,
+                    pitch,
+                    velocity,
+                    spread,
+                );
             }
         }
     }
@@ -886,23 +1342,51 @@ impl Melody {
         }
     }
 
-    fn bar(&self, writer: &mut Writer, harmony: &Harmony, section: &Section, bar: usize, within: usize) {
+    fn bar(
+        &self,
+        writer: &mut Writer,
+        harmony: &Harmony,
+        section: &Section,
+        bar: usize,
+        within: usize,
+    ) {
         let phrases = match section.kind {
             SectionKind::Verse | SectionKind::Intro => &self.phrases[0],
             SectionKind::Chorus | SectionKind::Outro => &self.phrases[1],
             SectionKind::Breakdown => &self.phrases[2],
         };
-        let pair = if section.bars < 8 { [0, 2][(within / 2) % 2] } else { [0, 1, 0, 2][(within % 8) / 2] };
+        let pair = if section.bars < 8 {
+            [0, 2][(within / 2) % 2]
+        } else {
+            [0, 1, 0, 2][(within % 8) / 2]
+        };
         let half = within % 2;
         let chord = harmony.chord(section.kind, within);
         for note in phrases[pair].iter().filter(|n| n.step / STEPS == half) {
             let step = note.step % STEPS;
-            let strong = step % 4 == 0 || note.steps >= 4;
-            let degree = if strong { chord.nearest_tone(note.degree) } else { note.degree };
+            let strong = step.is_multiple_of(4) || note.steps >= 4;
+            let degree = if strong {
+                chord.nearest_tone(note.degree)
+            } else {
+                note.degree
+            };
             let pitch = harmony.scale.note(degree, self.octave);
-            let velocity = if step % 4 == 0 { 0.9 } else { 0.75 };
-            let legato = if self.genre == Genre::Techno { 0.6 } else { 0.92 };
-            writer.note(bar, step, 0.0, note.steps as f64 * legato, Part::Lead, pitch, velocity, 0.12);
+            let velocity = if step.is_multiple_of(4) { 0.9 } else { 0.75 };
+            let legato = if self.genre == Genre::Techno {
+                0.6
+            } else {
+                0.92
+            };
+            writer.note(
+                bar,
+                step,
+                0.0,
+                note.steps as f64 * legato,
+                Part::Lead,
+                pitch,
+                velocity,
+                0.12,
+            );
         }
     }
 }
@@ -924,10 +1408,23 @@ fn motif(genre: Genre, energy: f32, rng: &mut Rng, start: Option<i32>) -> Vec<Mo
             step += rng.pick(rests).copied().unwrap_or(2);
             continue;
         }
-        let steps = rng.pick(lengths).copied().unwrap_or(2).min(2 * STEPS - step);
-        notes.push(MotifNote { step, steps, degree });
+        let steps = rng
+            .pick(lengths)
+            .copied()
+            .unwrap_or(2)
+            .min(2 * STEPS - step);
+        notes.push(MotifNote {
+            step,
+            steps,
+            degree,
+        });
         step += steps;
-        degree = (degree + rng.pick(&[-2, -1, -1, 0, 1, 1, 2, 3, -3]).copied().unwrap_or(1)).clamp(-3, 9);
+        degree = (degree
+            + rng
+                .pick(&[-2, -1, -1, 0, 1, 1, 2, 3, -3])
+                .copied()
+                .unwrap_or(1))
+        .clamp(-3, 9);
     }
     notes
 }
@@ -952,7 +1449,13 @@ struct Arpeggio {
 
 impl Arpeggio {
     fn new(style: &Style, rng: &mut Rng) -> Self {
-        let orders: &[&'static [usize]] = &[&[0, 1, 2, 3], &[0, 1, 2, 3, 2, 1], &[0, 2, 1, 3], &[3, 2, 1, 0], &[0, 1, 2, 1, 3, 1]];
+        let orders: &[&'static [usize]] = &[
+            &[0, 1, 2, 3],
+            &[0, 1, 2, 3, 2, 1],
+            &[0, 2, 1, 3],
+            &[3, 2, 1, 0],
+            &[0, 1, 2, 1, 3, 1],
+        ];
         let order = rng.pick(orders).copied().unwrap_or(&[0, 1, 2, 3]);
         let mut sequence = [None; STEPS];
         for (step, slot) in sequence.iter_mut().enumerate() {
@@ -968,14 +1471,23 @@ impl Arpeggio {
         }
     }
 
-    fn bar(&mut self, writer: &mut Writer, harmony: &Harmony, section: &Section, bar: usize, chord: Chord) {
+    fn bar(
+        &mut self,
+        writer: &mut Writer,
+        harmony: &Harmony,
+        section: &Section,
+        bar: usize,
+        chord: Chord,
+    ) {
         let scale = &harmony.scale;
         match self.genre {
             Genre::Techno => {
                 // Root, octave, fifth, third, seventh above the chord root in octave 3.
                 let tones = [0, 7, 4, 2, 6];
                 for (step, slot) in self.sequence.iter().enumerate() {
-                    let Some((tone, accent)) = *slot else { continue };
+                    let Some((tone, accent)) = *slot else {
+                        continue;
+                    };
                     let degree = chord.degree + tones[tone % tones.len()];
                     let pitch = scale.note(degree, 3);
                     let velocity = if accent { 1.0 } else { 0.6 };
@@ -986,10 +1498,17 @@ impl Arpeggio {
                 // Sparse bells from the chord, an octave up.
                 let voicing = chord.voicing(scale, 76.0);
                 let tones = voicing.notes();
-                let chance = if section.kind == SectionKind::Chorus { 0.45 } else { 0.3 };
+                let chance = if section.kind == SectionKind::Chorus {
+                    0.45
+                } else {
+                    0.3
+                };
                 for step in (0..STEPS).step_by(4) {
                     if self.sparkle.chance(chance) {
-                        let pitch = tones.get(self.sparkle.below(tones.len())).copied().unwrap_or(76);
+                        let pitch = tones
+                            .get(self.sparkle.below(tones.len()))
+                            .copied()
+                            .unwrap_or(76);
                         let pan = self.sparkle.range(-0.6, 0.6);
                         writer.note(bar, step, 0.0, 4.0, Part::Arp, pitch, 0.55, pan);
                     }
@@ -1003,13 +1522,27 @@ impl Arpeggio {
                 let voicing = triad.voicing(scale, 69.0);
                 let notes = voicing.notes();
                 let low = notes.first().copied().unwrap_or(69);
-                let tones = [low, notes.get(1).copied().unwrap_or(low + 4), notes.get(2).copied().unwrap_or(low + 7), low + 12];
+                let tones = [
+                    low,
+                    notes.get(1).copied().unwrap_or(low + 4),
+                    notes.get(2).copied().unwrap_or(low + 7),
+                    low + 12,
+                ];
                 let every = if self.genre == Genre::Synthwave { 1 } else { 2 };
                 for (i, step) in (0..STEPS).step_by(every).enumerate() {
                     let tone = tones[self.order[i % self.order.len()] % tones.len()];
-                    let velocity = if step % 4 == 0 { 0.9 } else { 0.65 };
-                    let pan = if i % 2 == 0 { -0.4 } else { 0.4 };
-                    writer.note(bar, step, 0.0, every as f64 * 0.8, Part::Arp, tone, velocity, pan);
+                    let velocity = if step.is_multiple_of(4) { 0.9 } else { 0.65 };
+                    let pan = if i.is_multiple_of(2) { -0.4 } else { 0.4 };
+                    writer.note(
+                        bar,
+                        step,
+                        0.0,
+                        every as f64 * 0.8,
+                        Part::Arp,
+                        tone,
+                        velocity,
+                        pan,
+                    );
                 }
             }
         }
@@ -1036,12 +1569,19 @@ mod tests {
                 for section in &score.sections {
                     assert_eq!(section.start_bar, next, "{genre} {seconds}s");
                     assert!(section.bars > 0);
-                    assert!(section.layers.density() > 0, "{genre} {seconds}s: empty {:?}", section.kind);
+                    assert!(
+                        section.layers.density() > 0,
+                        "{genre} {seconds}s: empty {:?}",
+                        section.kind
+                    );
                     next += section.bars;
                 }
                 assert_eq!(next, total, "{genre} {seconds}s");
                 let kinds: Vec<SectionKind> = score.sections.iter().map(|s| s.kind).collect();
-                assert!(kinds.contains(&SectionKind::Chorus), "{genre} {seconds}s: {kinds:?}");
+                assert!(
+                    kinds.contains(&SectionKind::Chorus),
+                    "{genre} {seconds}s: {kinds:?}"
+                );
                 if total > 2 {
                     assert_eq!(kinds.first(), Some(&SectionKind::Intro));
                     assert_eq!(kinds.last(), Some(&SectionKind::Outro));
@@ -1054,11 +1594,31 @@ mod tests {
     }
 
     #[test]
+    fn any_number_of_bars_is_planned_without_gaps() {
+        for genre in Genre::ALL {
+            let style = style_for(genre.name(), 1).unwrap();
+            for total in 1..=1200 {
+                let sections = plan_sections(total, &style, &mut Rng::new(total as u64));
+                let covered: usize = sections.iter().map(|s| s.bars).sum();
+                assert_eq!(covered, total, "{genre}: {total} bars");
+                assert!(sections.iter().all(|s| s.bars > 0), "{genre}: {total} bars");
+                assert!(sections.iter().any(|s| s.kind == SectionKind::Chorus));
+            }
+        }
+    }
+
+    #[test]
     fn intro_is_sparser_than_the_chorus() {
         for genre in Genre::ALL {
             let score = score(genre.name(), 4, 180.0);
             let intro = score.sections.first().unwrap().layers.density();
-            let chorus = score.sections.iter().find(|s| s.kind == SectionKind::Chorus).unwrap().layers.density();
+            let chorus = score
+                .sections
+                .iter()
+                .find(|s| s.kind == SectionKind::Chorus)
+                .unwrap()
+                .layers
+                .density();
             assert!(intro < chorus, "{genre}: intro {intro}, chorus {chorus}");
         }
     }
@@ -1068,19 +1628,37 @@ mod tests {
         let score = score("lofi chill", 2, 30.0);
         assert!(!score.notes.is_empty());
         assert!(score.notes.windows(2).all(|w| w[0].start <= w[1].start));
-        assert!(score.notes.iter().all(|n| n.start < score.frames && n.length > 0));
-        assert!(score.notes.iter().all(|n| (0.0..=1.0).contains(&n.velocity)));
+        assert!(
+            score
+                .notes
+                .iter()
+                .all(|n| n.start < score.frames && n.length > 0)
+        );
+        assert!(
+            score
+                .notes
+                .iter()
+                .all(|n| (0.0..=1.0).contains(&n.velocity))
+        );
     }
 
     #[test]
     fn techno_kick_is_four_on_the_floor() {
         let score = score("techno 128 bpm", 3, 60.0);
         let beat = score.bar_frames / 4.0;
-        let kicks: Vec<usize> = score.notes.iter().filter(|n| n.part == Part::Drum(Drum::Kick)).map(|n| n.start).collect();
+        let kicks: Vec<usize> = score
+            .notes
+            .iter()
+            .filter(|n| n.part == Part::Drum(Drum::Kick))
+            .map(|n| n.start)
+            .collect();
         assert!(kicks.len() > 60, "{} kicks", kicks.len());
         for kick in kicks {
             let offset = kick as f64 % beat;
-            assert!(offset < 0.01 * SR || beat - offset < 0.01 * SR, "kick off the beat at {kick}");
+            assert!(
+                offset < 0.01 * SR || beat - offset < 0.01 * SR,
+                "kick off the beat at {kick}"
+            );
         }
     }
 
@@ -1099,9 +1677,16 @@ mod tests {
         let score = compose(&style, 8, (60.0 * SR) as usize);
         let scale = Scale::new(style.key);
         let major_classes: Vec<i32> = (0..7).map(|d| scale.semitones(d) % 12).collect();
-        let bass: Vec<&Note> = score.notes.iter().filter(|n| n.part == Part::Bass).collect();
+        let bass: Vec<&Note> = score
+            .notes
+            .iter()
+            .filter(|n| n.part == Part::Bass)
+            .collect();
         assert!(bass.len() > 20);
-        let pitches: Vec<i32> = bass.iter().flat_map(|n| n.pitches.notes().to_vec()).collect();
+        let pitches: Vec<i32> = bass
+            .iter()
+            .flat_map(|n| n.pitches.notes().to_vec())
+            .collect();
         assert_eq!(pitches.len(), bass.len());
         assert!(pitches.iter().all(|p| (24..=60).contains(p)));
         assert!(pitches.iter().all(|p| major_classes.contains(&(p % 12))));
@@ -1112,13 +1697,22 @@ mod tests {
         let quiet = score("ambient", 5, 120.0);
         assert!(!quiet.notes.iter().any(|n| matches!(n.part, Part::Drum(_))));
         let with_drums = score("ambient with drums", 5, 120.0);
-        assert!(with_drums.notes.iter().any(|n| matches!(n.part, Part::Drum(_))));
+        assert!(
+            with_drums
+                .notes
+                .iter()
+                .any(|n| matches!(n.part, Part::Drum(_)))
+        );
     }
 
     #[test]
     fn lead_repeats_its_motif() {
         let score = score("synthwave 100 bpm", 12, 180.0);
-        let chorus = score.sections.iter().find(|s| s.kind == SectionKind::Chorus && s.bars >= 8).unwrap();
+        let chorus = score
+            .sections
+            .iter()
+            .find(|s| s.kind == SectionKind::Chorus && s.bars >= 8)
+            .unwrap();
         let bar = |b: usize| -> Vec<(usize, i32)> {
             let start = ((chorus.start_bar + b) as f64 * score.bar_frames) as usize;
             let end = ((chorus.start_bar + b + 1) as f64 * score.bar_frames) as usize;
@@ -1126,7 +1720,12 @@ mod tests {
                 .notes
                 .iter()
                 .filter(|n| n.part == Part::Lead && (start..end).contains(&n.start))
-                .map(|n| (n.start - start, n.pitches.notes()[0]))
+                .map(|n| {
+                    (
+                        ((n.start - start) as f64 / (score.bar_frames / 16.0)).round() as usize,
+                        n.pitches.notes()[0],
+                    )
+                })
                 .collect()
         };
         // Bars 0 and 4 of a phrase play the same motif (pitches may follow the chord on strong beats).
@@ -1138,7 +1737,11 @@ mod tests {
 
     #[test]
     fn switching_every_part_off_still_leaves_a_pad() {
-        let score = score("lofi no drums no bass no chords no lead no arp no pad no vinyl", 1, 30.0);
+        let score = score(
+            "lofi no drums no bass no chords no lead no arp no pad no vinyl",
+            1,
+            30.0,
+        );
         assert!(score.notes.iter().all(|n| n.part == Part::Pad));
         assert!(!score.notes.is_empty());
     }

@@ -5,8 +5,8 @@
 //! it still sounds; nothing here allocates once a voice has started.
 
 use super::dsp::{
-    Adsr, Envelope, OnePole, Oscillator, SR, Svf, Waveforms, decay_coefficient, sine, sine_near, soft_clip,
-    wrap,
+    Adsr, Envelope, OnePole, Oscillator, SR, Svf, Waveforms, decay_coefficient, sine, sine_near,
+    soft_clip, wrap,
 };
 use super::rng::Noise;
 use super::style::{ChordSound, Genre, LeadSound, Style};
@@ -71,7 +71,11 @@ fn normalized(mut samples: Vec<f32>) -> Vec<f32> {
     // A 3 ms fade so a sample never ends on a step.
     let fade = (0.003 * SR) as usize;
     let length = samples.len();
-    for (i, sample) in samples.iter_mut().skip(length.saturating_sub(fade)).enumerate() {
+    for (i, sample) in samples
+        .iter_mut()
+        .skip(length.saturating_sub(fade))
+        .enumerate()
+    {
         *sample *= 1.0 - i as f32 / fade as f32;
     }
     samples
@@ -197,7 +201,11 @@ impl Metal {
     }
 
     fn next(&mut self) -> f32 {
-        self.oscillators.iter_mut().map(Oscillator::square).sum::<f32>() / 6.0
+        self.oscillators
+            .iter_mut()
+            .map(Oscillator::square)
+            .sum::<f32>()
+            / 6.0
     }
 }
 
@@ -554,7 +562,16 @@ impl Palette {
             partial_level: 0.15,
             partial_decay: 1.5,
             wow: 0.0,
-            envelope: adsr(if genre == Genre::Ambient { 0.012 } else { 0.003 }, 4.0, 0.0, 2.0),
+            envelope: adsr(
+                if genre == Genre::Ambient {
+                    0.012
+                } else {
+                    0.003
+                },
+                4.0,
+                0.0,
+                2.0,
+            ),
         };
         let pluck = SynthPatch {
             waves: waves(0.3, 0.8, 0.0, 0.0),
@@ -703,6 +720,9 @@ pub(crate) struct RiserVoice {
 }
 
 /// Anything that plays.
+// Voices live in a vector allocated once per track; boxing the large variants
+// would allocate for every note instead.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Voice {
     Sample(SampleVoice),
@@ -737,7 +757,14 @@ impl Voice {
     /// note's frame in the track) keeps slow modulations in step across notes.
     /// Synth sounds play up to four pitches as one chord; FM sounds play the
     /// first pitch (keys arrive note by note).
-    pub(crate) fn note(sound: &Sound, pitches: &[i32], velocity: f32, hold: usize, start: usize, seed: u64) -> Self {
+    pub(crate) fn note(
+        sound: &Sound,
+        pitches: &[i32],
+        velocity: f32,
+        hold: usize,
+        start: usize,
+        seed: u64,
+    ) -> Self {
         let first = pitches.first().map_or(60.0, |&p| p as f32);
         match sound {
             Sound::Fm(patch) => {
@@ -802,7 +829,8 @@ impl Voice {
                     q: patch.q,
                     filter_env: patch.filter_env * (0.5 + 0.5 * velocity),
                     filter_coefficient: decay_coefficient(patch.filter_decay).powi(CONTROL as i32),
-                    lfo_phase: (start as f64 * f64::from(patch.lfo_hz) / f64::from(SR)).fract() as f32,
+                    lfo_phase: (start as f64 * f64::from(patch.lfo_hz) / f64::from(SR)).fract()
+                        as f32,
                     lfo_step: patch.lfo_hz * CONTROL as f32 / SR,
                     lfo_depth: patch.lfo_depth,
                     detune,
@@ -849,7 +877,7 @@ impl SampleVoice {
 impl FmVoice {
     fn fill(&mut self, out: &mut [f32]) -> bool {
         for frame in out.chunks_exact_mut(2) {
-            if self.wow != 0.0 && self.tick % CONTROL == 0 {
+            if self.wow != 0.0 && self.tick.is_multiple_of(CONTROL) {
                 self.wow_phase = wrap(self.wow_phase + 0.55 * CONTROL as f32 / SR);
                 let pitch = self.hz * (self.wow * sine(self.wow_phase) / 12.0).exp2();
                 self.carrier.set_hz(pitch);
@@ -906,7 +934,7 @@ impl SynthVoice {
     fn fill(&mut self, out: &mut [f32]) -> bool {
         let count = self.count.min(CHORD_NOTES);
         for frame in out.chunks_exact_mut(2) {
-            if self.tick % CONTROL == 0 {
+            if self.tick.is_multiple_of(CONTROL) {
                 self.control();
             }
             self.tick = self.tick.wrapping_add(1);
@@ -939,7 +967,11 @@ impl SynthVoice {
             }
             let level = self.envelope.next() * self.gain;
             let left = self.left.low(left) * level;
-            let right = if self.stereo { self.right.low(right) * level } else { left };
+            let right = if self.stereo {
+                self.right.low(right) * level
+            } else {
+                left
+            };
             frame[0] = left;
             frame[1] = right;
         }
@@ -957,7 +989,7 @@ impl RiserVoice {
             } else {
                 (1.0 - (self.position - self.length) as f32 / release as f32).max(0.0)
             };
-            if self.position % CONTROL as usize == 0 {
+            if self.position.is_multiple_of(CONTROL as usize) {
                 self.filter.set(300.0 * 30f32.powf(progress.min(1.0)), 2.0);
             }
             self.position += 1;
@@ -986,7 +1018,10 @@ mod tests {
                 let sample = kit.sample(drum);
                 let peak = sample.iter().fold(0.0f32, |p, s| p.max(s.abs()));
                 assert!((peak - 1.0).abs() < 1e-6, "{genre} {drum:?} peak {peak}");
-                assert!(sample.last().is_some_and(|s| s.abs() < 1e-3), "{genre} {drum:?}");
+                assert!(
+                    sample.last().is_some_and(|s| s.abs() < 1e-3),
+                    "{genre} {drum:?}"
+                );
             }
         }
     }
@@ -994,7 +1029,11 @@ mod tests {
     #[test]
     fn kick_is_mostly_low_frequency_and_hat_mostly_high() {
         let kit = Kit::new(Genre::Techno, 3);
-        let zero_crossings = |s: &[f32]| s.windows(2).filter(|w| w[0].signum() != w[1].signum()).count();
+        let zero_crossings = |s: &[f32]| {
+            s.windows(2)
+                .filter(|w| w[0].signum() != w[1].signum())
+                .count()
+        };
         let kick = kit.sample(Drum::Kick);
         let hat = kit.sample(Drum::ClosedHat);
         let kick_hz = zero_crossings(kick) as f32 / 2.0 / (kick.len() as f32 / SR);
@@ -1009,7 +1048,13 @@ mod tests {
         for genre in Genre::ALL {
             let style = style_for(genre.name(), 5).unwrap();
             let palette = Palette::new(&style);
-            for sound in [palette.bass, palette.chords, palette.pad, palette.lead, palette.arp] {
+            for sound in [
+                palette.bass,
+                palette.chords,
+                palette.pad,
+                palette.lead,
+                palette.arp,
+            ] {
                 let mut voice = Voice::note(&sound, &[60, 64, 67], 0.8, (0.5 * SR) as usize, 0, 7);
                 let mut block = vec![0.0f32; 512];
                 let mut energy = 0.0;

@@ -7,8 +7,8 @@
 //! # The contract
 //! [`Generator::render`] turns a [`TrackRequest`] into a whole [`Track`] of 48 kHz
 //! interleaved stereo audio. It runs off the real-time path and may take seconds.
-//! The same request always gives bit-identical samples, the same id and the same
-//! title. An error means only that this request cannot be rendered (a prompt that
+//! The same request always gives the same id and title, and bit-identical
+//! samples from the same build on the same platform. An error means only that this request cannot be rendered (a prompt that
 //! cannot be read, a length out of bounds): the caller skips the request and asks
 //! for the next one. No error leaves a generator unusable, so none calls for a
 //! reset.
@@ -88,7 +88,8 @@ impl Track {
     pub fn duration(&self) -> Duration {
         let frames = self.frames() as u64;
         let rate = u64::from(SAMPLE_RATE);
-        Duration::from_secs(frames / rate) + Duration::from_nanos((frames % rate) * 1_000_000_000 / rate)
+        Duration::from_secs(frames / rate)
+            + Duration::from_nanos((frames % rate) * 1_000_000_000 / rate)
     }
 }
 
@@ -186,7 +187,17 @@ impl Generator for ProceduralGenerator {
         } else {
             self.options.target_lufs.clamp(-40.0, -6.0)
         };
-        let samples = render::render(&style, &score, request.seed, target);
+        // Rendered in place: a fresh shared buffer has one owner, so it lends
+        // itself mutably and the samples are never copied.
+        let mut samples: Arc<[f32]> = std::iter::repeat_n(0.0, frames * CHANNELS).collect();
+        match Arc::get_mut(&mut samples) {
+            Some(out) => render::render(&style, &score, request.seed, target, out),
+            None => {
+                let mut out = vec![0.0; frames * CHANNELS];
+                render::render(&style, &score, request.seed, target, &mut out);
+                samples = out.into();
+            }
+        }
         Ok(Track {
             id: track_id(self.name(), &request.prompt, request.seed, frames as u64),
             title: title::title(&style, request.seed),
@@ -194,7 +205,7 @@ impl Generator for ProceduralGenerator {
             generator: self.name(),
             seed: request.seed,
             style,
-            samples: samples.into(),
+            samples,
         })
     }
 }
@@ -233,6 +244,3 @@ pub fn track_id(generator: &str, prompt: &str, seed: u64, frames: u64) -> String
 
 #[cfg(test)]
 mod tests;
-
-#[cfg(test)]
-mod listen;

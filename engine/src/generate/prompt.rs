@@ -189,16 +189,19 @@ impl Intent {
         });
 
         let default_key = genre.default_key();
-        let mode = self.mode.or(self.mood_mode).unwrap_or_else(|| match rng.as_mut() {
-            Some(rng) => {
-                if rng.chance(genre.minor_chance()) {
-                    Mode::Minor
-                } else {
-                    Mode::Major
+        let mode = self
+            .mode
+            .or(self.mood_mode)
+            .unwrap_or_else(|| match rng.as_mut() {
+                Some(rng) => {
+                    if rng.chance(genre.minor_chance()) {
+                        Mode::Minor
+                    } else {
+                        Mode::Major
+                    }
                 }
-            }
-            None => default_key.mode,
-        });
+                None => default_key.mode,
+            });
         let root = self.root.unwrap_or_else(|| match rng.as_mut() {
             Some(rng) => rng.below(12) as u8,
             None => default_key.root,
@@ -325,7 +328,10 @@ fn key(words: &[Word], i: usize) -> Option<KeyRead> {
             "flat" => (-1, "", 2),
             _ => (0, "", 1),
         }
-    } else if let Some(after) = rest.strip_prefix('#').or_else(|| rest.strip_prefix("sharp")) {
+    } else if let Some(after) = rest
+        .strip_prefix('#')
+        .or_else(|| rest.strip_prefix("sharp"))
+    {
         (1, after, 1)
     } else if let Some(after) = rest.strip_prefix("flat").or_else(|| rest.strip_prefix('b')) {
         (-1, after, 1)
@@ -405,8 +411,8 @@ fn genre(word: &str, next: &str) -> Option<GenreRead> {
 /// The mode a mood word suggests.
 fn mood(word: &str) -> Option<Mode> {
     match word {
-        "dark" | "sad" | "moody" | "melancholic" | "melancholy" | "gloomy" | "somber" | "sombre"
-        | "haunting" | "eerie" | "sinister" | "noir" | "lonely" => Some(Mode::Minor),
+        "dark" | "sad" | "moody" | "melancholic" | "melancholy" | "gloomy" | "somber"
+        | "sombre" | "haunting" | "eerie" | "sinister" | "noir" | "lonely" => Some(Mode::Minor),
         "happy" | "bright" | "sunny" | "uplifting" | "joyful" | "cheerful" | "hopeful"
         | "summer" | "euphoric" => Some(Mode::Major),
         _ => None,
@@ -514,7 +520,10 @@ mod tests {
     #[test]
     fn ordinary_words_are_not_read_as_keys() {
         let template = parse_prompt("house").unwrap().key;
-        assert_eq!(key_of("A house track, i am happy to be here").root, template.root);
+        assert_eq!(
+            key_of("A house track, i am happy to be here").root,
+            template.root
+        );
         assert_eq!(key_of("a deep house track").root, template.root);
         assert_eq!(key_of("house a bed of dreams").root, template.root);
     }
@@ -526,7 +535,10 @@ mod tests {
         assert_eq!(parse_prompt("lofi tempo 75").unwrap().bpm, 75.0);
         assert_eq!(parse_prompt("lofi 82.5 BPM").unwrap().bpm, 82.5);
         // A bare number is not a tempo.
-        assert_eq!(parse_prompt("lofi 99").unwrap().bpm, parse_prompt("lofi").unwrap().bpm);
+        assert_eq!(
+            parse_prompt("lofi 99").unwrap().bpm,
+            parse_prompt("lofi").unwrap().bpm
+        );
     }
 
     #[test]
@@ -545,13 +557,19 @@ mod tests {
             parse_prompt("techno 300bpm"),
             Err(PromptError::Tempo { bpm, .. }) if bpm == 300.0
         ));
-        assert!(matches!(parse_prompt("techno 0 bpm"), Err(PromptError::Tempo { .. })));
+        assert!(matches!(
+            parse_prompt("techno 0 bpm"),
+            Err(PromptError::Tempo { .. })
+        ));
     }
 
     #[test]
     fn unknown_words_are_ignored() {
         let plain = parse_prompt("ambient").unwrap();
-        assert_eq!(parse_prompt("purple elephant ambient waterfall xyzzy").unwrap(), plain);
+        assert_eq!(
+            parse_prompt("purple elephant ambient waterfall xyzzy").unwrap(),
+            plain
+        );
         assert_eq!(parse_prompt("ambient!!! (for real) ???").unwrap(), plain);
     }
 
@@ -571,6 +589,34 @@ mod tests {
     }
 
     #[test]
+    fn arbitrary_text_never_panics_and_always_parses_or_explains() {
+        let pieces = [
+            "a", "b", "#", "♭", "m", "min", "bpm", "120", "-", ".", "9.9.9", "lo", "fi", "no",
+            "drums", "less", "ü", "ß", "İ", "🎵", "\u{0}", "  ", "\n", "c#m", "flat", "sharp",
+            "tempo", "1e9",
+        ];
+        let mut rng = Rng::new(77);
+        for _ in 0..5000 {
+            let mut prompt = String::new();
+            for _ in 0..rng.below(12) {
+                prompt.push_str(rng.pick(&pieces).unwrap());
+                if rng.chance(0.6) {
+                    prompt.push(' ');
+                }
+            }
+            match parse_prompt(&prompt) {
+                Ok(style) => {
+                    assert!((MIN_BPM..=MAX_BPM).contains(&style.bpm), "{prompt:?}");
+                    assert!((0.0..=1.0).contains(&style.energy), "{prompt:?}");
+                    assert!(style.key.root < 12, "{prompt:?}");
+                }
+                Err(PromptError::Empty | PromptError::Tempo { .. }) => {}
+                Err(error) => panic!("{prompt:?}: {error}"),
+            }
+        }
+    }
+
+    #[test]
     fn genre_synonyms_pick_templates() {
         let genre = |prompt| parse_prompt(prompt).unwrap().genre;
         assert_eq!(genre("lo-fi hip hop beats"), Genre::Lofi);
@@ -587,10 +633,22 @@ mod tests {
         assert!(!style.instruments.drums);
         assert!(style.instruments.chords);
         assert_eq!(style.instruments.chord_sound, ChordSound::Piano);
-        assert!(parse_prompt("ambient with beats").unwrap().instruments.drums);
+        assert!(
+            parse_prompt("ambient with beats")
+                .unwrap()
+                .instruments
+                .drums
+        );
         assert!(!parse_prompt("drumless house").unwrap().instruments.drums);
-        assert!(!parse_prompt("lofi without the vinyl").unwrap().instruments.texture);
-        let keys = parse_prompt("lofi electric piano and bells").unwrap().instruments;
+        assert!(
+            !parse_prompt("lofi without the vinyl")
+                .unwrap()
+                .instruments
+                .texture
+        );
+        let keys = parse_prompt("lofi electric piano and bells")
+            .unwrap()
+            .instruments;
         assert_eq!(keys.chord_sound, ChordSound::ElectricPiano);
         assert_eq!(keys.lead_sound, LeadSound::Bell);
         assert!(keys.lead);
@@ -603,15 +661,23 @@ mod tests {
         let plain = parse_prompt("house").unwrap().energy;
         assert!(parse_prompt("chill house").unwrap().energy < plain);
         assert!(parse_prompt("energetic driving house").unwrap().energy > plain);
-        let calmest = parse_prompt("calm chill sleepy soft gentle ambient").unwrap().energy;
+        let calmest = parse_prompt("calm chill sleepy soft gentle ambient")
+            .unwrap()
+            .energy;
         assert!((0.0..=1.0).contains(&calmest));
     }
 
     #[test]
     fn seed_fills_what_the_prompt_leaves_open() {
         let (low, high) = Genre::Techno.bpm_range();
-        let styles: Vec<Style> = (0..16).map(|seed| style_for("techno", seed).unwrap()).collect();
-        assert!(styles.iter().all(|s| (low..=high).contains(&s.bpm) && s.genre == Genre::Techno));
+        let styles: Vec<Style> = (0..16)
+            .map(|seed| style_for("techno", seed).unwrap())
+            .collect();
+        assert!(
+            styles
+                .iter()
+                .all(|s| (low..=high).contains(&s.bpm) && s.genre == Genre::Techno)
+        );
         assert!(styles.iter().any(|s| s.bpm != styles[0].bpm));
         assert!(styles.iter().any(|s| s.key != styles[0].key));
         assert_eq!(style_for("techno", 3), style_for("techno", 3));

@@ -9,7 +9,8 @@
 
 use super::arrange::{Note, Part, Score};
 use super::dsp::{
-    LoudnessMeter, OnePole, PingPong, Reverb, ReverbSettings, SR, Svf, pan_gains, sine, soft_clip, wrap,
+    LoudnessMeter, OnePole, PingPong, Reverb, ReverbSettings, SR, Svf, pan_gains, sine, soft_clip,
+    wrap,
 };
 use super::instruments::{Drum, Kit, Palette, Sound, Voice};
 use super::rng::Noise;
@@ -60,7 +61,7 @@ fn levels(genre: Genre) -> Levels {
             clap: -2.0,
             hats: -5.0,
             perc: -3.0,
-            crash: -6.0,
+            crash: -12.0,
             toms: -9.0,
             riser: -18.0,
             bass: -9.0,
@@ -75,7 +76,7 @@ fn levels(genre: Genre) -> Levels {
             clap: 2.0,
             hats: -4.0,
             perc: -3.0,
-            crash: -5.0,
+            crash: -11.0,
             toms: -9.0,
             riser: -14.0,
             bass: -3.8,
@@ -90,7 +91,7 @@ fn levels(genre: Genre) -> Levels {
             clap: -8.0,
             hats: -10.0,
             perc: -8.0,
-            crash: -10.0,
+            crash: -16.0,
             toms: -10.0,
             riser: -18.0,
             bass: -10.4,
@@ -105,7 +106,7 @@ fn levels(genre: Genre) -> Levels {
             clap: 2.0,
             hats: -6.0,
             perc: -5.0,
-            crash: -6.0,
+            crash: -12.0,
             toms: -9.0,
             riser: -15.0,
             bass: -1.1,
@@ -120,7 +121,7 @@ fn levels(genre: Genre) -> Levels {
             clap: -2.0,
             hats: -4.7,
             perc: -5.0,
-            crash: -5.0,
+            crash: -11.0,
             toms: -6.0,
             riser: -15.0,
             bass: -6.8,
@@ -150,7 +151,9 @@ fn part_mix(genre: Genre, part: Part) -> PartMix {
     let ambient = genre == Genre::Ambient;
     match part {
         Part::Drum(Drum::Kick) => drum(db.kick, 0.0),
-        Part::Drum(Drum::Snare) => drum(db.snare, if genre == Genre::Synthwave { 0.45 } else { 0.2 }),
+        Part::Drum(Drum::Snare) => {
+            drum(db.snare, if genre == Genre::Synthwave { 0.45 } else { 0.2 })
+        }
         Part::Drum(Drum::Clap) => drum(db.clap, 0.3),
         Part::Drum(Drum::ClosedHat) => drum(db.hats, 0.04),
         Part::Drum(Drum::OpenHat) => drum(db.hats - 1.0, 0.08),
@@ -202,7 +205,7 @@ fn genre_mix(genre: Genre) -> GenreMix {
             delay_beats: 0.5,
             delay_feedback: 0.25,
             duck: 0.15,
-            tape: Some(7500.0),
+            tape: Some(9000.0),
         },
         Genre::Techno => GenreMix {
             reverb: reverb(2.4, 1.1, 5000.0, 0.02),
@@ -299,7 +302,7 @@ impl Texture {
             return (0.0, 0.0);
         }
         if self.wind {
-            if self.tick % 16 == 0 {
+            if self.tick.is_multiple_of(16) {
                 self.phase = wrap(self.phase + 0.07 * 16.0 / SR);
                 self.gusts[0].set(450.0 * (1.2 * sine(self.phase)).exp2(), 1.2);
                 self.gusts[1].set(450.0 * (1.2 * sine(self.phase + 0.31)).exp2(), 1.2);
@@ -313,14 +316,18 @@ impl Texture {
         }
         let mut hiss = [0.0; 2];
         for (channel, value) in hiss.iter_mut().enumerate() {
-            *value = self.hiss_floor[channel].high(self.hiss[channel].low(self.noise.next())) * 0.01;
+            *value =
+                self.hiss_floor[channel].high(self.hiss[channel].low(self.noise.next())) * 0.01;
         }
         if self.noise.next() > 0.9994 {
             self.crackle = self.noise.next() * 0.35;
         }
         let pop = self.crackle_tone.high(self.crackle);
         self.crackle *= 0.6;
-        ((hiss[0] + pop) * self.level, (hiss[1] + pop * 0.8) * self.level)
+        (
+            (hiss[0] + pop) * self.level,
+            (hiss[1] + pop * 0.8) * self.level,
+        )
     }
 }
 
@@ -360,7 +367,8 @@ struct Mixer<'a> {
     reverb: Reverb,
     delay: PingPong,
     high_pass: [OnePole; 2],
-    tape: Option<[OnePole; 2]>,
+    /// Two one-pole low-passes per channel.
+    tape: Option<[OnePole; 4]>,
     meter: LoudnessMeter,
 }
 
@@ -396,7 +404,7 @@ impl<'a> Mixer<'a> {
             reverb: Reverb::new(mix.reverb),
             delay: PingPong::new(mix.delay_beats * beat, mix.delay_feedback),
             high_pass: [OnePole::new(25.0); 2],
-            tape: mix.tape.map(|hz| [OnePole::new(hz); 2]),
+            tape: mix.tape.map(|hz| [OnePole::new(hz); 4]),
             meter: LoudnessMeter::new(score.frames),
         }
     }
@@ -408,7 +416,10 @@ impl<'a> Mixer<'a> {
             let length = BLOCK.min(frames - start);
             self.start_notes(start, length);
             self.play_voices(length);
-            self.finish_block(start, &mut out[start * CHANNELS..(start + length) * CHANNELS]);
+            self.finish_block(
+                start,
+                &mut out[start * CHANNELS..(start + length) * CHANNELS],
+            );
             start += length;
         }
     }
@@ -456,12 +467,24 @@ impl<'a> Mixer<'a> {
     }
 
     fn note(&self, sound: &Sound, note: &Note, seed: u64) -> Voice {
-        Voice::note(sound, note.pitches.notes(), note.velocity, note.length, note.start, seed)
+        Voice::note(
+            sound,
+            note.pitches.notes(),
+            note.velocity,
+            note.length,
+            note.start,
+            seed,
+        )
     }
 
     fn play_voices(&mut self, length: usize) {
         let used = length * CHANNELS;
-        for bus in [&mut self.drum_bus, &mut self.music_bus, &mut self.reverb_send, &mut self.delay_send] {
+        for bus in [
+            &mut self.drum_bus,
+            &mut self.music_bus,
+            &mut self.reverb_send,
+            &mut self.delay_send,
+        ] {
             bus[..used].fill(0.0);
         }
         for playing in &mut self.voices {
@@ -469,12 +492,21 @@ impl<'a> Mixer<'a> {
             playing.offset = 0;
             let scratch = &mut self.scratch[..used - offset];
             playing.alive = playing.voice.fill(&self.kit, scratch);
-            let bus = if playing.drums { &mut self.drum_bus } else { &mut self.music_bus };
-            let (left, right, reverb, delay) = (playing.left, playing.right, playing.reverb, playing.delay);
+            let bus = if playing.drums {
+                &mut self.drum_bus
+            } else {
+                &mut self.music_bus
+            };
+            let (left, right, reverb, delay) =
+                (playing.left, playing.right, playing.reverb, playing.delay);
             let sends = self.reverb_send[offset..used]
                 .chunks_exact_mut(2)
                 .zip(self.delay_send[offset..used].chunks_exact_mut(2));
-            for ((mixed, sound), (room, echo)) in bus[offset..used].chunks_exact_mut(2).zip(scratch.chunks_exact(2)).zip(sends) {
+            for ((mixed, sound), (room, echo)) in bus[offset..used]
+                .chunks_exact_mut(2)
+                .zip(scratch.chunks_exact(2))
+                .zip(sends)
+            {
                 mixed[0] += sound[0] * left;
                 mixed[1] += sound[1] * right;
                 room[0] += sound[0] * reverb;
@@ -495,6 +527,8 @@ impl<'a> Mixer<'a> {
             filter.set(cutoff, 0.707);
         }
         let texture = score.texture_at(middle);
+        let level = score.level_at(start);
+        let level_step = (score.level_at(start + length) - level) / length as f32;
         let mut next_kick = 0;
         for (i, frame) in out.chunks_exact_mut(CHANNELS).enumerate() {
             while next_kick < self.kick_count && self.kicks[next_kick] == i {
@@ -506,17 +540,24 @@ impl<'a> Mixer<'a> {
             let music_left = self.tone[0].low(self.music_bus[at]) * duck;
             let music_right = self.tone[1].low(self.music_bus[at + 1]) * duck;
             let (noise_left, noise_right) = self.texture.next(texture);
-            let (echo_left, echo_right) = self.delay.process(self.delay_send[at], self.delay_send[at + 1]);
-            let (room_left, room_right) = self
-                .reverb
-                .process(self.reverb_send[at] + echo_left * 0.25, self.reverb_send[at + 1] + echo_right * 0.25);
-            let mut left = self.drum_bus[at] + music_left + noise_left + echo_left + room_left;
-            let mut right = self.drum_bus[at + 1] + music_right + noise_right + echo_right + room_right;
+            let (echo_left, echo_right) = self
+                .delay
+                .process(self.delay_send[at], self.delay_send[at + 1]);
+            let (room_left, room_right) = self.reverb.process(
+                self.reverb_send[at] + echo_left * 0.25,
+                self.reverb_send[at + 1] + echo_right * 0.25,
+            );
+            let dry = level + level_step * i as f32;
+            let mut left =
+                (self.drum_bus[at] + music_left) * dry + noise_left + echo_left + room_left;
+            let mut right =
+                (self.drum_bus[at + 1] + music_right) * dry + noise_right + echo_right + room_right;
             left = self.high_pass[0].high(left);
             right = self.high_pass[1].high(right);
             if let Some(tape) = &mut self.tape {
-                left = tape[0].low(left);
-                right = tape[1].low(right);
+                let [first_left, first_right, second_left, second_right] = tape;
+                left = second_left.low(first_left.low(left));
+                right = second_right.low(first_right.low(right));
             }
             let fade = fade(score, start + i);
             frame[0] = left * fade;
@@ -540,25 +581,24 @@ fn fade(score: &Score, frame: usize) -> f32 {
     gain
 }
 
-/// Mixes `score` in `style` into interleaved stereo as it comes out of the mix
-/// bus, with its integrated loudness (`None` for silence or under 400 ms).
-pub(crate) fn mix(style: &Style, score: &Score, seed: u64) -> (Vec<f32>, Option<f32>) {
-    let mut out = vec![0.0f32; score.frames * CHANNELS];
+/// Mixes `score` in `style` into `out` (interleaved stereo, `score.frames`
+/// frames) as it comes out of the mix bus, and returns its integrated loudness
+/// (`None` for silence or under 400 ms).
+pub(crate) fn mix(style: &Style, score: &Score, seed: u64, out: &mut [f32]) -> Option<f32> {
     let mut mixer = Mixer::new(style, score, seed);
-    mixer.run(&mut out);
-    (out, mixer.meter.integrated())
+    mixer.run(out);
+    mixer.meter.integrated()
 }
 
-/// Renders `score` in `style` into interleaved stereo at `target_lufs`, peaks
-/// below full scale.
-pub(crate) fn render(style: &Style, score: &Score, seed: u64, target_lufs: f32) -> Vec<f32> {
-    let (mut out, loudness) = mix(style, score, seed);
+/// Renders `score` in `style` into `out` (interleaved stereo, `score.frames`
+/// frames) at `target_lufs`, peaks below full scale.
+pub(crate) fn render(style: &Style, score: &Score, seed: u64, target_lufs: f32, out: &mut [f32]) {
+    let loudness = mix(style, score, seed, out);
     let gain = match loudness {
         Some(lufs) => 10f32.powf((target_lufs - lufs) / 20.0).clamp(1e-3, 1e3),
         None => 1.0,
     };
-    for sample in &mut out {
+    for sample in out.iter_mut() {
         *sample = soft_clip(*sample * gain);
     }
-    out
 }

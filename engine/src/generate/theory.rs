@@ -178,23 +178,42 @@ impl Chord {
 /// The chord progressions a genre picks from (scale degrees, one chord each).
 fn progressions(genre: Genre, mode: Mode) -> &'static [[i32; 4]] {
     match (genre, mode) {
-        (Genre::Lofi, Mode::Minor) => &[[0, 3, 6, 2], [1, 4, 0, 0], [5, 4, 0, 0], [3, 2, 1, 0], [0, 5, 3, 4]],
+        (Genre::Lofi, Mode::Minor) => &[
+            [0, 3, 6, 2],
+            [1, 4, 0, 0],
+            [5, 4, 0, 0],
+            [3, 2, 1, 0],
+            [0, 5, 3, 4],
+        ],
         (Genre::Lofi, Mode::Major) => &[[1, 4, 0, 5], [0, 5, 1, 4], [3, 2, 1, 0], [3, 4, 2, 5]],
-        (Genre::Techno, Mode::Minor) => &[[0, 0, 0, 0], [0, 0, 5, 5], [0, 5, 0, 6], [0, 0, 3, 3], [0, 6, 5, 6]],
+        (Genre::Techno, Mode::Minor) => &[
+            [0, 0, 0, 0],
+            [0, 0, 5, 5],
+            [0, 5, 0, 6],
+            [0, 0, 3, 3],
+            [0, 6, 5, 6],
+        ],
         (Genre::Techno, Mode::Major) => &[[0, 0, 5, 5], [0, 0, 3, 3], [0, 4, 0, 4]],
         (Genre::Ambient, Mode::Major) => &[[0, 3, 5, 4], [0, 4, 5, 3], [3, 0, 4, 5], [0, 5, 3, 0]],
         (Genre::Ambient, Mode::Minor) => &[[0, 5, 2, 6], [0, 3, 5, 2], [0, 6, 5, 6], [5, 3, 0, 4]],
         (Genre::House, Mode::Major) => &[[5, 3, 0, 4], [1, 4, 0, 0], [3, 4, 2, 5], [0, 3, 5, 4]],
         (Genre::House, Mode::Minor) => &[[0, 5, 6, 4], [0, 3, 6, 5], [0, 6, 5, 6], [3, 4, 0, 0]],
-        (Genre::Synthwave, Mode::Minor) => &[[0, 5, 2, 6], [0, 6, 5, 6], [5, 6, 0, 0], [0, 3, 5, 6]],
-        (Genre::Synthwave, Mode::Major) => &[[0, 4, 5, 3], [5, 3, 0, 4], [0, 3, 4, 4], [3, 4, 5, 5]],
+        (Genre::Synthwave, Mode::Minor) => {
+            &[[0, 5, 2, 6], [0, 6, 5, 6], [5, 6, 0, 0], [0, 3, 5, 6]]
+        }
+        (Genre::Synthwave, Mode::Major) => {
+            &[[0, 4, 5, 3], [5, 3, 0, 4], [0, 3, 4, 4], [3, 4, 5, 5]]
+        }
     }
 }
 
 /// A progression of four chords for `genre` in `key`, chosen by `pick`.
 pub(crate) fn progression(genre: Genre, key: Key, shape: Shape, pick: usize) -> [Chord; 4] {
     let table = progressions(genre, key.mode);
-    let degrees = table.get(pick % table.len().max(1)).copied().unwrap_or([0, 0, 0, 0]);
+    let degrees = table
+        .get(pick % table.len().max(1))
+        .copied()
+        .unwrap_or([0, 0, 0, 0]);
     degrees.map(|degree| Chord { degree, shape })
 }
 
@@ -234,10 +253,16 @@ mod tests {
             degree: 3,
             shape: Shape::Seventh,
         };
-        let mut classes: Vec<i32> = chord.voicing(&scale, 60.0).notes().iter().map(|n| n % 12).collect();
+        let mut classes: Vec<i32> = chord
+            .voicing(&scale, 60.0)
+            .notes()
+            .iter()
+            .map(|n| n % 12)
+            .collect();
         classes.sort_unstable();
         assert_eq!(classes, vec![0, 2, 5, 9]);
-        assert_eq!(chord.root_note(&scale, 2), 38);
+        // D above the tonic A2.
+        assert_eq!(chord.root_note(&scale, 2), 50);
     }
 
     #[test]
@@ -247,7 +272,10 @@ mod tests {
             for shape in [Shape::Triad, Shape::Seventh, Shape::RootlessNinth] {
                 let voicing = Chord { degree, shape }.voicing(&scale, 62.0);
                 let notes = voicing.notes();
-                assert!(notes.windows(2).all(|w| w[0] < w[1] && w[1] - w[0] <= 12), "{notes:?}");
+                assert!(
+                    notes.windows(2).all(|w| w[0] < w[1] && w[1] - w[0] <= 12),
+                    "{notes:?}"
+                );
                 assert!((voicing.mean() - 62.0).abs() <= 6.0, "{notes:?}");
             }
         }

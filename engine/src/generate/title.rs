@@ -6,24 +6,114 @@ use super::style::{Genre, Style};
 fn words(genre: Genre) -> (&'static [&'static str], &'static [&'static str]) {
     match genre {
         Genre::Lofi => (
-            &["Rainy", "Sleepy", "Dusty", "Paper", "Coffee", "Sunday", "Lazy", "Faded", "Quiet", "Velvet", "Cozy", "Late"],
-            &["Window", "Notebook", "Afternoon", "Rooftop", "Tapes", "Polaroids", "Streetlights", "Library", "Balcony", "Letters", "Clouds", "Daydream"],
+            &[
+                "Rainy", "Sleepy", "Dusty", "Paper", "Coffee", "Sunday", "Lazy", "Faded", "Quiet",
+                "Velvet", "Cozy", "Late",
+            ],
+            &[
+                "Window",
+                "Notebook",
+                "Afternoon",
+                "Rooftop",
+                "Tapes",
+                "Polaroids",
+                "Streetlights",
+                "Library",
+                "Balcony",
+                "Letters",
+                "Clouds",
+                "Daydream",
+            ],
         ),
         Genre::Techno => (
-            &["Concrete", "Black", "Iron", "Hollow", "Electric", "Cold", "Static", "Binary", "Carbon", "Infinite", "Red", "Heavy"],
-            &["Pulse", "Machine", "Tunnel", "Circuit", "Signal", "Voltage", "Bunker", "Grid", "System", "Warehouse", "Frequency", "Engine"],
+            &[
+                "Concrete", "Black", "Iron", "Hollow", "Electric", "Cold", "Static", "Binary",
+                "Carbon", "Infinite", "Red", "Heavy",
+            ],
+            &[
+                "Pulse",
+                "Machine",
+                "Tunnel",
+                "Circuit",
+                "Signal",
+                "Voltage",
+                "Bunker",
+                "Grid",
+                "System",
+                "Warehouse",
+                "Frequency",
+                "Engine",
+            ],
         ),
         Genre::Ambient => (
-            &["Glacial", "Distant", "Still", "Slow", "Pale", "Boundless", "Weightless", "Silver", "Hidden", "Drifting", "Endless", "Soft"],
-            &["Horizon", "Tide", "Meadow", "Aurora", "Fog", "Orbit", "Reflections", "Snowfall", "Lagoon", "Light", "Silence", "Bloom"],
+            &[
+                "Glacial",
+                "Distant",
+                "Still",
+                "Slow",
+                "Pale",
+                "Boundless",
+                "Weightless",
+                "Silver",
+                "Hidden",
+                "Drifting",
+                "Endless",
+                "Soft",
+            ],
+            &[
+                "Horizon",
+                "Tide",
+                "Meadow",
+                "Aurora",
+                "Fog",
+                "Orbit",
+                "Reflections",
+                "Snowfall",
+                "Lagoon",
+                "Light",
+                "Silence",
+                "Bloom",
+            ],
         ),
         Genre::House => (
-            &["Golden", "Sunset", "Velvet", "Deep", "Warm", "Summer", "Midnight", "Disco", "Crystal", "Lucky", "Sweet", "Higher"],
-            &["Groove", "Feeling", "Boulevard", "Heat", "Motion", "Lights", "Paradise", "Weekend", "Dancer", "Fever", "Soul", "Love"],
+            &[
+                "Golden", "Sunset", "Velvet", "Deep", "Warm", "Summer", "Midnight", "Disco",
+                "Crystal", "Lucky", "Sweet", "Higher",
+            ],
+            &[
+                "Groove",
+                "Feeling",
+                "Boulevard",
+                "Heat",
+                "Motion",
+                "Lights",
+                "Paradise",
+                "Weekend",
+                "Dancer",
+                "Fever",
+                "Soul",
+                "Love",
+            ],
         ),
         Genre::Synthwave => (
-            &["Neon", "Chrome", "Midnight", "Electric", "Retro", "Laser", "Crimson", "Turbo", "Digital", "Violet", "Lost", "Night"],
-            &["Highway", "Skyline", "Drive", "Arcade", "Runner", "Sunset", "Boulevard", "Dreams", "Coast", "Pulse", "City", "Memory"],
+            &[
+                "Neon", "Chrome", "Midnight", "Electric", "Retro", "Laser", "Crimson", "Turbo",
+                "Digital", "Violet", "Lost", "Night",
+            ],
+            &[
+                "Highway",
+                "Skyline",
+                "Drive",
+                "Arcade",
+                "Runner",
+                "Sunset",
+                "Boulevard",
+                "Dreams",
+                "Coast",
+                "Pulse",
+                "City",
+                "Memory",
+            ],
         ),
     }
 }
@@ -68,7 +158,8 @@ mod tests {
     fn titles_are_stable_and_vary_with_the_seed() {
         let style = style_for("synthwave", 1).unwrap();
         assert_eq!(title(&style, 42), title(&style, 42));
-        let titles: std::collections::BTreeSet<String> = (0..40).map(|seed| title(&style, seed)).collect();
+        let titles: std::collections::BTreeSet<String> =
+            (0..40).map(|seed| title(&style, seed)).collect();
         assert!(titles.len() > 20, "{titles:?}");
         for title in &titles {
             let words: Vec<&str> = title.split(' ').collect();

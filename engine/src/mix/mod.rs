@@ -204,7 +204,12 @@ impl Mixer {
             // Equal-power: the outgoing track already sits in `out` at unit gain.
             let (out_start, out_end) = (equal_power_out(start), equal_power_out(end));
             scale_ramp(out, out_start, out_end);
-            add_from(out, &mut crossfade.incoming, equal_power_in(start), equal_power_in(end));
+            add_from(
+                out,
+                &mut crossfade.incoming,
+                equal_power_in(start),
+                equal_power_in(end),
+            );
             let before = crossfade.done;
             crossfade.done += FRAME_SAMPLES;
             if before < crossfade.length / 2 && crossfade.done >= crossfade.length / 2 {
@@ -256,7 +261,10 @@ impl Mixer {
         };
         self.skip_requested = false;
         // The fade fits in what is left of the outgoing track and in half the incoming one.
-        let length = remaining.min(wanted).min(next.frames() / 2).max(FRAME_SAMPLES);
+        let length = remaining
+            .min(wanted)
+            .min(next.frames() / 2)
+            .max(FRAME_SAMPLES);
         self.crossfade = Some(Crossfade {
             incoming: Playing {
                 track: next,
@@ -289,7 +297,11 @@ impl Mixer {
         let underrun = music_frames < FRAME_SAMPLES;
         let fade_step = FRAME_SAMPLES as f32 / self.options.fallback_fade_samples.max(1) as f32;
         let start = self.fallback_mix;
-        let end = if underrun { 1.0 } else { (start - fade_step).max(0.0) };
+        let end = if underrun {
+            1.0
+        } else {
+            (start - fade_step).max(0.0)
+        };
         self.fallback_mix = end;
         let fallback_frames = self.fallback.len() / CHANNELS;
         if (start == 0.0 && end == 0.0) || fallback_frames == 0 {
@@ -309,7 +321,8 @@ impl Mixer {
             let source = self.fallback_position * CHANNELS;
             for channel in 0..CHANNELS {
                 let index = i * CHANNELS + channel;
-                out[index] = out[index] * gain_music + self.fallback[source + channel] * gain_fallback;
+                out[index] =
+                    out[index] * gain_music + self.fallback[source + channel] * gain_fallback;
             }
             self.fallback_position += 1;
             if self.fallback_position >= fallback_frames {
@@ -340,7 +353,8 @@ impl Mixer {
 /// to `end`, advancing its position. Returns the number of frames taken.
 fn add_from(out: &mut Frame, playing: &mut Playing, start: f32, end: f32) -> usize {
     let take = playing.remaining().min(FRAME_SAMPLES);
-    let samples = &playing.track.samples[playing.position * CHANNELS..(playing.position + take) * CHANNELS];
+    let samples =
+        &playing.track.samples[playing.position * CHANNELS..(playing.position + take) * CHANNELS];
     for (i, (out_pair, in_pair)) in out[..take * CHANNELS]
         .chunks_exact_mut(CHANNELS)
         .zip(samples.chunks_exact(CHANNELS))
@@ -441,10 +455,18 @@ mod tests {
         let mut right = vec![0.0f32; 2 * SAMPLE_RATE as usize * CHANNELS];
         right.iter_mut().skip(1).step_by(2).for_each(|s| *s = 1.0);
         upcoming
-            .push(QueuedTrack { epoch: 1, samples: left.into(), crossfade_samples: None })
+            .push(QueuedTrack {
+                epoch: 1,
+                samples: left.into(),
+                crossfade_samples: None,
+            })
             .unwrap();
         upcoming
-            .push(QueuedTrack { epoch: 2, samples: right.into(), crossfade_samples: None })
+            .push(QueuedTrack {
+                epoch: 2,
+                samples: right.into(),
+                crossfade_samples: None,
+            })
             .unwrap();
         let mut frame = SILENT_FRAME;
         for _ in 0..100 {
