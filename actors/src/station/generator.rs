@@ -34,8 +34,19 @@ impl GeneratorActor {
     }
 }
 
+/// Niceness of the generator's thread: rendering is the one heavy job of a station,
+/// and it must never take the CPU from the mixer, the encoder or the listeners.
+const GENERATOR_NICENESS: i32 = 10;
+
 impl Actor for GeneratorActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, _ctx: &mut Context<Self>) {
+        let thread = rustix::thread::gettid();
+        if let Err(error) = rustix::process::setpriority_process(Some(thread), GENERATOR_NICENESS) {
+            tracing::warn!(station = %self.station.id(), %error, "cannot lower the generator thread's priority");
+        }
+    }
 }
 
 impl Supervised for GeneratorActor {
