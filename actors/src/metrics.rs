@@ -29,6 +29,7 @@ pub struct Metrics {
     pub generate_seconds: HistogramVec,
     pub generate_failures: IntCounterVec,
     pub track_changes: IntCounterVec,
+    pub actor_restarts: IntCounterVec,
 }
 
 fn build<T: prometheus::core::Collector + Clone + 'static>(
@@ -184,6 +185,16 @@ impl Metrics {
                 IntCounterVec::new(
                     Opts::new("sonicforge_track_changes_total", "Tracks that went on air."),
                     &["station"],
+                ),
+            ),
+            actor_restarts: build(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "sonicforge_actor_restarts_total",
+                        "Actors restarted, by station, actor and reason (a caught panic, a stop).",
+                    ),
+                    &["station", "actor", "reason"],
                 ),
             ),
             registry,

@@ -82,6 +82,11 @@ impl EncoderActor {
     }
 
     fn tick(&mut self, _ctx: &mut Context<Self>) {
+        let station = Arc::clone(&self.station);
+        super::run_guarded(&station, "encoder", || self.encode_ready_frames());
+    }
+
+    fn encode_ready_frames(&mut self) {
         let Some(parts) = &mut self.parts else {
             return;
         };

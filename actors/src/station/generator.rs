@@ -15,7 +15,16 @@ use super::Station;
 pub struct Render(pub TrackRequest);
 
 impl Message for Render {
-    type Result = Result<Track, GenerateError>;
+    type Result = Result<Track, RenderError>;
+}
+
+/// Why a render produced no track.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error(transparent)]
+    Generate(#[from] GenerateError),
+    #[error("the generator panicked (counted as a restart)")]
+    Panicked,
 }
 
 /// Renders tracks for one station.
@@ -56,11 +65,17 @@ impl Supervised for GeneratorActor {
 }
 
 impl Handler<Render> for GeneratorActor {
-    type Result = Result<Track, GenerateError>;
+    type Result = Result<Track, RenderError>;
 
     fn handle(&mut self, Render(request): Render, _ctx: &mut Context<Self>) -> Self::Result {
         let started = Instant::now();
-        let result = self.generator.render(&request);
+        let station = Arc::clone(&self.station);
+        let generator = &mut self.generator;
+        let Some(result) = super::run_guarded(&station, "generator", || generator.render(&request))
+        else {
+            self.station.metrics.generate_failures.inc();
+            return Err(RenderError::Panicked);
+        };
         let elapsed = started.elapsed();
         match &result {
             Ok(track) => {
@@ -83,6 +98,6 @@ impl Handler<Render> for GeneratorActor {
                 tracing::error!(station = %self.station.id(), prompt = %request.prompt, %error, "track render failed");
             }
         }
-        result
+        result.map_err(RenderError::from)
     }
 }

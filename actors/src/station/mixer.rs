@@ -61,6 +61,11 @@ impl MixerActor {
     }
 
     fn tick(&mut self, _ctx: &mut Context<Self>) {
+        let station = Arc::clone(&self.station);
+        super::run_guarded(&station, "mixer", || self.play_due_frames());
+    }
+
+    fn play_due_frames(&mut self) {
         let Some(parts) = &mut self.parts else {
             return;
         };

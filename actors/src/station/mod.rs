@@ -154,6 +154,19 @@ impl Station {
         listener_config: ListenerConfig,
         metrics: &Metrics,
     ) -> Result<Arc<Self>, StationError> {
+        let station = Self::start_without_actors(config, listener_config, metrics)?;
+        station.start_actors();
+        tracing::info!(station = %station.config.id, renditions = ?station.config.renditions_kbps, "station started");
+        Ok(station)
+    }
+
+    /// Builds a station's state (queues, rings, encoders, the fallback loop) without
+    /// starting its actors.
+    fn start_without_actors(
+        config: StationConfig,
+        listener_config: ListenerConfig,
+        metrics: &Metrics,
+    ) -> Result<Arc<Self>, StationError> {
         let station_metrics =
             StationMetrics::new(metrics, &config.id, ProceduralGenerator::default().name());
         let fallback = render_fallback_loop().map_err(|source| StationError::Fallback {
@@ -223,8 +236,6 @@ impl Station {
             stopping: AtomicBool::new(false),
             actors: Mutex::new(None),
         });
-        station.start_actors();
-        tracing::info!(station = %station.config.id, renditions = ?station.config.renditions_kbps, "station started");
         Ok(station)
     }
 
@@ -357,6 +368,34 @@ impl Station {
     }
 }
 
+/// Runs one step of a station actor (a tick, a message). A panic inside it is caught:
+/// logged with its message and counted in `sonicforge_actor_restarts_total` with reason
+/// `panic`, and the actor goes on from the state kept outside it, instead of dying
+/// silently with a closed mailbox (what actix does with a panicking handler).
+pub(crate) fn run_guarded<R>(
+    station: &Station,
+    actor: &'static str,
+    step: impl FnOnce() -> R,
+) -> Option<R> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)) {
+        Ok(result) => Some(result),
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_string());
+            tracing::error!(station = %station.id(), actor, panic = %message, "actor panicked; restarted in place");
+            station
+                .global_metrics
+                .actor_restarts
+                .with_label_values(&[station.id(), actor, "panic"])
+                .inc();
+            None
+        }
+    }
+}
+
 /// All stations of the process by id.
 #[derive(Debug, Default)]
 pub struct Stations {
@@ -431,6 +470,23 @@ mod tests {
         // The first sample of the loop continues right after its last sample.
         assert_eq!(looped[0], samples[900 * CHANNELS]);
         assert_eq!(looped[looped.len() - 1], samples[899 * CHANNELS + 1]);
+    }
+
+    #[test]
+    fn a_panicking_step_is_caught_and_counted_as_a_restart() {
+        let config = crate::config::Config::load(None).unwrap();
+        let metrics = Metrics::new();
+        let station =
+            Station::start_without_actors(config.stations[0].clone(), config.listeners, &metrics)
+                .unwrap();
+        let survived = run_guarded(&station, "mixer", || -> u32 { panic!("frame bug") });
+        assert!(survived.is_none());
+        assert_eq!(run_guarded(&station, "mixer", || 7), Some(7));
+        let restarts = metrics
+            .actor_restarts
+            .with_label_values(&["main", "mixer", "panic"])
+            .get();
+        assert_eq!(restarts, 1);
     }
 
     #[test]
