@@ -113,6 +113,10 @@ pub struct StationConfig {
     /// Equal-power crossfade between tracks in milliseconds (0..=30000).
     #[serde(default = "default_crossfade_ms")]
     pub crossfade_ms: u32,
+    /// Music below -50 dBFS for longer than this (milliseconds, 500..=60000) is dead
+    /// air: the fallback loop plays until the music is back.
+    #[serde(default = "default_dead_air_ms")]
+    pub dead_air_ms: u32,
     /// Length of generated tracks in seconds (1..=1200); absent: seed-chosen 120..=240 s.
     #[serde(default)]
     pub track_seconds: Option<f32>,
@@ -132,6 +136,10 @@ fn default_renditions() -> Vec<u32> {
 
 fn default_crossfade_ms() -> u32 {
     4000
+}
+
+fn default_dead_air_ms() -> u32 {
+    2000
 }
 
 fn default_upcoming() -> usize {
@@ -278,6 +286,8 @@ impl Config {
             }
             check_range(&key("crossfade_ms"), station.crossfade_ms, 0, 30_000)
                 .map_err(|m| invalid(key("crossfade_ms"), m))?;
+            check_range(&key("dead_air_ms"), station.dead_air_ms, 500, 60_000)
+                .map_err(|m| invalid(key("dead_air_ms"), m))?;
             if let Some(seconds) = station.track_seconds
                 && !(1.0..=1200.0).contains(&seconds)
             {

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub generate_failures: IntCounterVec,
     pub track_changes: IntCounterVec,
     pub actor_restarts: IntCounterVec,
+    pub fallback_switches: IntCounterVec,
+    pub dead_air_frames: IntCounterVec,
 }
 
 fn build<T: prometheus::core::Collector + Clone + 'static>(
@@ -197,6 +199,26 @@ impl Metrics {
                     &["station", "actor", "reason"],
                 ),
             ),
+            dead_air_frames: build(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "sonicforge_dead_air_frames_total",
+                        "Frames in which music stayed below -50 dBFS past the dead-air time and the fallback loop played.",
+                    ),
+                    &["station"],
+                ),
+            ),
+            fallback_switches: build(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "sonicforge_fallback_switches_total",
+                        "Switches between music and the fallback loop (dead air or no track ready), by direction.",
+                    ),
+                    &["station", "to"],
+                ),
+            ),
             registry,
         }
     }
@@ -229,6 +251,9 @@ pub struct StationMetrics {
     pub track_changes: IntCounter,
     pub generate_seconds: Histogram,
     pub generate_failures: IntCounter,
+    pub switches_to_fallback: IntCounter,
+    pub switches_to_music: IntCounter,
+    pub dead_air_frames: IntCounter,
 }
 
 impl StationMetrics {
@@ -246,6 +271,13 @@ impl StationMetrics {
             generate_failures: metrics
                 .generate_failures
                 .with_label_values(&[station, generator]),
+            switches_to_fallback: metrics
+                .fallback_switches
+                .with_label_values(&[station, "fallback"]),
+            switches_to_music: metrics
+                .fallback_switches
+                .with_label_values(&[station, "music"]),
+            dead_air_frames: metrics.dead_air_frames.with_label_values(&[station]),
         }
     }
 }

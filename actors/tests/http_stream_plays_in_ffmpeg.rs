@@ -71,7 +71,11 @@ fn http_stream_decodes_in_ffmpeg_and_changes_tracks() {
     let changes = engine.metric("sonicforge_track_changes_total{") - changes_before;
     assert!(changes >= 1.0, "no track change observed in {SECONDS} s");
     let underruns = engine.metric("sonicforge_mixer_underruns_total{");
-    println!("track changes during the test: {changes}; mixer underruns since start: {underruns}");
+    let dead_air = engine.metric("sonicforge_dead_air_frames_total{");
+    println!(
+        "track changes during the test: {changes}; mixer underruns since start: {underruns}; dead-air frames: {dead_air}"
+    );
+    assert_eq!(dead_air, 0.0, "generated music never counts as dead air");
 }
 
 #[test]

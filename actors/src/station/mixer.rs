@@ -26,6 +26,8 @@ pub(crate) struct MixerParts {
     pcm: PcmProducer,
     next_pts: u64,
     frame: Box<PcmFrame>,
+    /// Whether the fallback loop stands in for the music (no track ready, or dead air).
+    on_fallback: bool,
 }
 
 impl MixerParts {
@@ -34,6 +36,7 @@ impl MixerParts {
             mixer,
             pcm,
             next_pts: 0,
+            on_fallback: false,
             frame: Box::new(PcmFrame {
                 pts: 0,
                 epoch: FALLBACK_EPOCH,
@@ -113,6 +116,20 @@ impl MixerActor {
             parts.frame.epoch = report.epoch;
             if report.underrun {
                 station.metrics.mixer_underruns.inc();
+            }
+            if report.dead_air {
+                station.metrics.dead_air_frames.inc();
+            }
+            let on_fallback = report.underrun || report.dead_air;
+            if on_fallback != parts.on_fallback {
+                parts.on_fallback = on_fallback;
+                if on_fallback {
+                    station.metrics.switches_to_fallback.inc();
+                    tracing::warn!(station = %station.id(), dead_air = report.dead_air, "fallback loop on air");
+                } else {
+                    station.metrics.switches_to_music.inc();
+                    tracing::info!(station = %station.id(), "music back on air");
+                }
             }
             if report.track_changed {
                 station.board.set_on_air(report.epoch, parts.next_pts);

@@ -53,6 +53,11 @@ pub struct MixerOptions {
     pub crossfade_samples: u32,
     /// Fade between the fallback loop and music, in samples per channel (default 0.5 s).
     pub fallback_fade_samples: u32,
+    /// Music quieter than this (RMS of a frame, dBFS) counts as dead air (default -50).
+    pub silence_threshold_dbfs: f32,
+    /// Dead air longer than this, in samples per channel, brings in the fallback loop
+    /// until the music is back above the threshold (default 2 s).
+    pub silence_timeout_samples: u32,
 }
 
 impl Default for MixerOptions {
@@ -60,6 +65,8 @@ impl Default for MixerOptions {
         Self {
             crossfade_samples: 4 * SAMPLE_RATE,
             fallback_fade_samples: SAMPLE_RATE / 2,
+            silence_threshold_dbfs: -50.0,
+            silence_timeout_samples: 2 * SAMPLE_RATE,
         }
     }
 }
@@ -75,6 +82,9 @@ pub struct FrameReport {
     pub crossfading: bool,
     /// A new track became the one on air in this frame.
     pub track_changed: bool,
+    /// The music has been below the silence threshold for longer than the timeout,
+    /// so the fallback loop replaces it.
+    pub dead_air: bool,
 }
 
 /// Epoch reported while the fallback loop is on air.
@@ -116,6 +126,8 @@ pub struct Mixer {
     fallback_mix: f32,
     on_air_epoch: u32,
     skip_requested: bool,
+    /// Samples per channel of music below the silence threshold, in a row.
+    silent_samples: u64,
 }
 
 impl Mixer {
@@ -139,6 +151,7 @@ impl Mixer {
             fallback_mix: 0.0,
             on_air_epoch: FALLBACK_EPOCH,
             skip_requested: false,
+            silent_samples: 0,
         }
     }
 
@@ -220,7 +233,17 @@ impl Mixer {
         }
 
         let underrun = music_frames < FRAME_SAMPLES;
-        self.mix_fallback(out, music_frames);
+        if music_frames > 0
+            && crate::frame::rms_dbfs(&out[..music_frames * CHANNELS])
+                >= self.options.silence_threshold_dbfs
+        {
+            self.silent_samples = 0;
+        } else {
+            self.silent_samples += FRAME_SAMPLES as u64;
+        }
+        let dead_air = self.silent_samples > u64::from(self.options.silence_timeout_samples);
+        // On dead air the loop replaces the (near-silent) music outright.
+        self.mix_fallback(out, if dead_air { 0 } else { music_frames });
         if underrun && self.current.is_none() && self.crossfade.is_none() {
             track_changed |= self.on_air_epoch != FALLBACK_EPOCH;
             self.on_air_epoch = FALLBACK_EPOCH;
@@ -233,6 +256,7 @@ impl Mixer {
             underrun,
             crossfading,
             track_changed,
+            dead_air,
         }
     }
 
@@ -507,6 +531,37 @@ mod tests {
         assert!(report.underrun);
         // The part after the track's end is filled by the loop, never silence.
         assert!(frame.iter().all(|s| s.abs() > 0.1));
+    }
+
+    #[test]
+    fn silent_music_switches_to_the_fallback_and_back() {
+        let options = MixerOptions {
+            silence_timeout_samples: SAMPLE_RATE,
+            crossfade_samples: SAMPLE_RATE / 5,
+            ..MixerOptions::default()
+        };
+        let (mut mixer, mut upcoming, _retired) = mixer_with(options, 0.25);
+        // 3 s of near silence (-60 dBFS), then music.
+        upcoming.push(constant_track(1, 3.0, 0.001)).unwrap();
+        upcoming.push(constant_track(2, 10.0, 0.5)).unwrap();
+        let mut frame = SILENT_FRAME;
+        let reports: Vec<FrameReport> = (0..250).map(|_| mixer.render(&mut frame)).collect();
+        // Not before the timeout (1 s = 50 frames).
+        assert!(reports[..50].iter().all(|r| !r.dead_air));
+        let first_dead = reports.iter().position(|r| r.dead_air).unwrap();
+        assert_eq!(first_dead, 50);
+        // The loop fills the dead air at full level.
+        assert!(reports[60..130].iter().all(|r| r.dead_air));
+        assert!(
+            reports.iter().all(|r| !r.underrun),
+            "a track was always playing"
+        );
+        // Back to the music once it is audible again, without a fallback at the end.
+        assert!(!reports.last().unwrap().dead_air);
+        assert!(
+            frame.iter().all(|s| (*s - 0.5).abs() < 1e-3),
+            "music is back alone"
+        );
     }
 
     #[test]
