@@ -152,6 +152,6 @@ impl Actor for EncoderActor {
 
 impl Supervised for EncoderActor {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
-        tracing::warn!(station = %self.station.id(), "encoder restarting");
+        self.station.count_restart("encoder", "stopped");
     }
 }

@@ -60,7 +60,7 @@ impl Actor for GeneratorActor {
 
 impl Supervised for GeneratorActor {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
-        tracing::warn!(station = %self.station.id(), "generator restarting");
+        self.station.count_restart("generator", "stopped");
     }
 }
 

@@ -173,6 +173,6 @@ impl Actor for MixerActor {
 
 impl Supervised for MixerActor {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
-        tracing::warn!(station = %self.station.id(), "mixer restarting");
+        self.station.count_restart("mixer", "stopped");
     }
 }

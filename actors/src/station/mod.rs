@@ -303,6 +303,17 @@ impl Station {
         }
     }
 
+    /// Counts a restart of one of this station's actors (`reason`: `panic`, `stopped`).
+    pub(crate) fn count_restart(&self, actor: &'static str, reason: &'static str) {
+        if reason != "panic" {
+            tracing::warn!(station = %self.id(), actor, reason, "actor restarting");
+        }
+        self.global_metrics
+            .actor_restarts
+            .with_label_values(&[self.id(), actor, reason])
+            .inc();
+    }
+
     pub(crate) fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
     }
@@ -386,11 +397,7 @@ pub(crate) fn run_guarded<R>(
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "a panic without a message".to_string());
             tracing::error!(station = %station.id(), actor, panic = %message, "actor panicked; restarted in place");
-            station
-                .global_metrics
-                .actor_restarts
-                .with_label_values(&[station.id(), actor, "panic"])
-                .inc();
+            station.count_restart(actor, "panic");
             None
         }
     }

@@ -144,7 +144,7 @@ impl Actor for SchedulerActor {
 
 impl Supervised for SchedulerActor {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
-        tracing::warn!(station = %self.station.id(), "scheduler restarting");
+        self.station.count_restart("scheduler", "stopped");
     }
 }
 
