@@ -75,11 +75,20 @@ impl ClientLag {
 }
 
 impl SendWait {
-    async fn send<F: std::future::Future>(&self, send: F, deadline: Duration) -> Option<F::Output> {
+    /// Awaits one send for at most `deadline`; a closed session or the deadline ends it.
+    async fn send(
+        &self,
+        send: impl std::future::Future<Output = Result<(), actix_ws::Closed>>,
+        deadline: Duration,
+    ) -> Result<(), DisconnectReason> {
         self.0.set(Some(Instant::now()));
-        let result = tokio::time::timeout(deadline, send).await.ok();
+        let result = tokio::time::timeout(deadline, send).await;
         self.0.set(None);
-        result
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(actix_ws::Closed)) => Err(DisconnectReason::ClientClosed),
+            Err(_) => Err(DisconnectReason::Stalled),
+        }
     }
 
     fn is_stalled(&self) -> bool {
@@ -293,20 +302,22 @@ impl SendLoop {
         {
             *last_ping = now;
             self.client_lag.ping_sent_at.set(Some(now));
-            match self
-                .send_wait
+            self.send_wait
                 .send(self.session.ping(b"lag"), deadline)
-                .await
-            {
-                Some(Ok(())) => {}
-                Some(Err(_)) => return Err(DisconnectReason::ClientClosed),
-                None => return Err(DisconnectReason::Stalled),
-            }
+                .await?;
         }
         Ok(())
     }
 
-    async fn run(mut self) -> DisconnectReason {
+    async fn run(self) -> DisconnectReason {
+        match self.serve().await {
+            Err(reason) => reason,
+            Ok(never) => match never {},
+        }
+    }
+
+    /// Sends the hello, then audio until the session has to end.
+    async fn serve(mut self) -> Result<std::convert::Infallible, DisconnectReason> {
         let station = Arc::clone(&self.station);
         let config = station.listener_config;
         let feed = &station.feeds[self.rendition];
@@ -317,20 +328,14 @@ impl SendLoop {
         // Listeners that come before the first track is on air wait for it.
         while station.clock().is_none() {
             if station.is_stopping() {
-                return DisconnectReason::StationStopped;
+                return Err(DisconnectReason::StationStopped);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let hello = hello_message(&station, feed.bitrate_kbps);
-        match self
-            .send_wait
+        self.send_wait
             .send(self.session.text(hello), deadline)
-            .await
-        {
-            Some(Ok(())) => {}
-            Some(Err(_)) => return DisconnectReason::ClientClosed,
-            None => return DisconnectReason::Stalled,
-        }
+            .await?;
 
         let mut cursor = Cursor::new(&feed.ring, &config);
         let mut packet = PacketBuf::default();
@@ -343,20 +348,16 @@ impl SendLoop {
         let mut lag_behind_since = None;
         loop {
             if station.is_stopping() {
-                return DisconnectReason::StationStopped;
+                return Err(DisconnectReason::StationStopped);
             }
-            if let Err(reason) = self
-                .check_client_lag(
-                    Instant::now(),
-                    &mut last_ping,
-                    &mut lag_behind_since,
-                    max_lag,
-                    deadline,
-                )
-                .await
-            {
-                return reason;
-            }
+            self.check_client_lag(
+                Instant::now(),
+                &mut last_ping,
+                &mut lag_behind_since,
+                max_lag,
+                deadline,
+            )
+            .await?;
             let notified = feed.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
@@ -366,7 +367,7 @@ impl SendLoop {
             loop {
                 let now = Instant::now();
                 if cursor.is_past_deadline(now) {
-                    return DisconnectReason::TooSlow;
+                    return Err(DisconnectReason::TooSlow);
                 }
                 let CursorStep::Packet {
                     meta,
@@ -378,15 +379,9 @@ impl SendLoop {
                 if meta.epoch != last_epoch {
                     last_epoch = meta.epoch;
                     if let Some(message) = now_playing_message(&station, meta.epoch, meta.pts) {
-                        match self
-                            .send_wait
+                        self.send_wait
                             .send(self.session.text(message), deadline)
-                            .await
-                        {
-                            Some(Ok(())) => {}
-                            Some(Err(_)) => return DisconnectReason::ClientClosed,
-                            None => return DisconnectReason::Stalled,
-                        }
+                            .await?;
                     }
                 }
                 let flags = meta.flags | if discontinuity { FLAG_DISCONTINUITY } else { 0 };
@@ -403,15 +398,9 @@ impl SendLoop {
                 out.put_slice(&header);
                 out.put_slice(payload);
                 let message = out.split().freeze();
-                match self
-                    .send_wait
+                self.send_wait
                     .send(self.session.binary(message), deadline)
-                    .await
-                {
-                    Some(Ok(())) => {}
-                    Some(Err(_)) => return DisconnectReason::ClientClosed,
-                    None => return DisconnectReason::Stalled,
-                }
+                    .await?;
                 sent_since_report += 1;
             }
             if sent_since_report > 0 {
