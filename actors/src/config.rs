@@ -40,6 +40,8 @@ pub struct Config {
     pub server: ServerConfig,
     #[serde(default)]
     pub listeners: ListenerConfig,
+    #[serde(default)]
+    pub chaos: ChaosConfig,
     /// The stations; at least one.
     pub stations: Vec<StationConfig>,
 }
@@ -64,6 +66,16 @@ impl Default for ServerConfig {
             workers: 0,
         }
     }
+}
+
+/// Chaos hooks (`POST /api/admin/chaos`), for tests that kill actors on purpose.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChaosConfig {
+    /// Allow killing actors through the API (default off).
+    pub enabled: bool,
+    /// Allow it even when the server listens on an address that is not loopback.
+    pub allow_non_loopback: bool,
 }
 
 /// How listener sessions are served.

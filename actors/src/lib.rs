@@ -8,3 +8,4 @@ pub mod listen;
 pub mod metrics;
 pub mod server;
 pub mod station;
+pub mod supervise;

@@ -23,6 +23,11 @@ pub enum ServerError {
     },
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
+    #[error(
+        "chaos hooks are enabled but the server listens on {addr}, which is not loopback; \
+         set [chaos] allow_non_loopback = true to allow it"
+    )]
+    ChaosOnPublicAddress { addr: SocketAddr },
 }
 
 /// Pending connections the listening socket queues (a reconnect storm must not overflow it).
@@ -48,6 +53,10 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// Starts every station and binds the HTTP server. Must run inside an actix system.
     pub fn start(config: Config) -> Result<Self, ServerError> {
+        let addr = config.server.listen;
+        if config.chaos.enabled && !config.chaos.allow_non_loopback && !addr.ip().is_loopback() {
+            return Err(ServerError::ChaosOnPublicAddress { addr });
+        }
         let metrics = Metrics::new();
         let mut stations = Stations::default();
         for station_config in &config.stations {
@@ -69,12 +78,12 @@ impl Engine {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,
         };
-        let addr = config.server.listen;
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .app_data(http::query_config())
                 .app_data(http::path_config())
+                .app_data(http::json_config())
                 .configure(http::configure)
         })
         .on_connect(move |connection, _extensions| {

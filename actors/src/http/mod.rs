@@ -59,6 +59,8 @@ pub enum ApiError {
     NotFound,
     #[error("websocket handshake failed: {0}")]
     Handshake(String),
+    #[error("chaos hooks are disabled; set [chaos] enabled = true in the config")]
+    ChaosDisabled,
 }
 
 impl ResponseError for ApiError {
@@ -66,6 +68,7 @@ impl ResponseError for ApiError {
         match self {
             Self::UnknownStation(_) | Self::NotFound => StatusCode::NOT_FOUND,
             Self::UnknownRendition { .. } | Self::Handshake(_) => StatusCode::BAD_REQUEST,
+            Self::ChaosDisabled => StatusCode::FORBIDDEN,
         }
     }
 
@@ -90,6 +93,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/sw.js", web::get().to(web_files::service_worker))
         .route("/api/stations", web::get().to(list_stations))
         .route("/api/stations/{id}", web::get().to(get_station))
+        .route("/api/admin/chaos", web::post().to(chaos))
         .route("/metrics", web::get().to(metrics))
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
@@ -234,6 +238,33 @@ async fn get_station(
     Ok(HttpResponse::Ok().json(StationView::of(state.station(&id)?)))
 }
 
+/// `POST /api/admin/chaos`: which actor of which station to kill, and how.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChaosRequest {
+    station: String,
+    actor: crate::supervise::chaos::ChaosActor,
+    mode: crate::supervise::chaos::ChaosMode,
+}
+
+async fn chaos(
+    state: web::Data<AppState>,
+    request: web::Json<ChaosRequest>,
+) -> Result<HttpResponse, ApiError> {
+    if !state.config.chaos.enabled {
+        return Err(ApiError::ChaosDisabled);
+    }
+    let station = state.station(&request.station)?;
+    if !station.kill(request.actor, request.mode) {
+        return Err(ApiError::UnknownStation(request.station.clone()));
+    }
+    Ok(HttpResponse::Accepted().json(json!({
+        "station": station.id(),
+        "killed": request.actor.name(),
+        "mode": request.mode,
+    })))
+}
+
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
@@ -270,6 +301,21 @@ pub fn query_config() -> web::QueryConfig {
         )
         .into()
     })
+}
+
+/// Request-body errors answered as JSON 400s naming the field and the problem.
+pub fn json_config() -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(16 * 1024)
+        .error_handler(|error, _req| {
+            let message = error.to_string();
+            actix_web::error::InternalError::from_response(
+                error,
+                HttpResponse::BadRequest()
+                    .json(json!({ "error": "invalid request body", "detail": message })),
+            )
+            .into()
+        })
 }
 
 /// Path errors answered as JSON 400s naming the problem.

@@ -74,6 +74,11 @@ pub struct EncoderActor {
 }
 
 impl EncoderActor {
+    /// The station this actor belongs to.
+    pub(crate) fn station(&self) -> &Station {
+        &self.station
+    }
+
     pub fn new(station: Arc<Station>) -> Self {
         Self {
             station,

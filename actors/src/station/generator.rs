@@ -35,6 +35,11 @@ pub struct GeneratorActor {
 }
 
 impl GeneratorActor {
+    /// The station this actor belongs to.
+    pub(crate) fn station(&self) -> &Station {
+        &self.station
+    }
+
     pub fn new(station: Arc<Station>) -> Self {
         Self {
             station,

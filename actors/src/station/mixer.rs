@@ -55,6 +55,11 @@ pub struct MixerActor {
 }
 
 impl MixerActor {
+    /// The station this actor belongs to.
+    pub(crate) fn station(&self) -> &Station {
+        &self.station
+    }
+
     pub fn new(station: Arc<Station>) -> Self {
         Self {
             station,

@@ -282,6 +282,26 @@ impl Station {
         });
     }
 
+    /// Kills one of the station's actors (chaos hooks); `false` when the station has no actors.
+    pub fn kill(
+        &self,
+        actor: crate::supervise::chaos::ChaosActor,
+        mode: crate::supervise::chaos::ChaosMode,
+    ) -> bool {
+        use crate::supervise::chaos::{ChaosActor, Kill};
+        let actors = self.actors.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(actors) = actors.as_ref() else {
+            return false;
+        };
+        match actor {
+            ChaosActor::Scheduler => actors.scheduler.do_send(Kill(mode)),
+            ChaosActor::Generator => actors.generator.do_send(Kill(mode)),
+            ChaosActor::Mixer => actors.mixer.do_send(Kill(mode)),
+            ChaosActor::Encoder => actors.encoder.do_send(Kill(mode)),
+        }
+        true
+    }
+
     /// Stops the station's actors and their threads.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Release);

@@ -54,6 +54,11 @@ pub struct SchedulerActor {
 }
 
 impl SchedulerActor {
+    /// The station this actor belongs to.
+    pub(crate) fn station(&self) -> &Station {
+        &self.station
+    }
+
     pub fn new(station: Arc<Station>, generator: Addr<GeneratorActor>) -> Self {
         Self {
             station,

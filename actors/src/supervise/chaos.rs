@@ -1,0 +1,88 @@
+//! Chaos hooks: kill one station actor on request, by stopping it or by making one of
+//! its handlers panic, so tests can prove that listeners do not notice.
+//!
+//! Off by default (`[chaos] enabled = false`), and refused on a listen address that
+//! is not loopback unless `allow_non_loopback = true`.
+
+use actix::{Actor, ActorContext, Context, Handler, Message};
+use serde::{Deserialize, Serialize};
+
+use crate::station::{EncoderActor, GeneratorActor, MixerActor, SchedulerActor, Station};
+
+/// Which actor to kill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChaosActor {
+    Scheduler,
+    Generator,
+    Mixer,
+    Encoder,
+}
+
+impl ChaosActor {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Scheduler => "scheduler",
+            Self::Generator => "generator",
+            Self::Mixer => "mixer",
+            Self::Encoder => "encoder",
+        }
+    }
+}
+
+/// How it dies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChaosMode {
+    /// The actor stops; its supervisor restarts it.
+    Stop,
+    /// One of its handlers panics; the panic is caught and counted as a restart.
+    Panic,
+}
+
+/// Kills the receiving actor the chosen way.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct Kill(pub ChaosMode);
+
+/// What a station actor does with [`Kill`].
+pub(crate) trait Killable: Actor<Context = Context<Self>> {
+    const NAME: &'static str;
+    fn station(&self) -> &Station;
+}
+
+pub(crate) fn kill<A: Killable>(actor: &mut A, mode: ChaosMode, ctx: &mut Context<A>) {
+    tracing::warn!(station = %actor.station().id(), actor = A::NAME, ?mode, "chaos: killing actor");
+    match mode {
+        ChaosMode::Stop => ctx.stop(),
+        ChaosMode::Panic => {
+            crate::station::run_guarded(actor.station(), A::NAME, || -> () {
+                panic!("chaos: injected panic in the {}", A::NAME)
+            });
+        }
+    }
+}
+
+macro_rules! killable {
+    ($actor:ty, $name:literal) => {
+        impl Killable for $actor {
+            const NAME: &'static str = $name;
+            fn station(&self) -> &Station {
+                self.station()
+            }
+        }
+
+        impl Handler<Kill> for $actor {
+            type Result = ();
+
+            fn handle(&mut self, Kill(mode): Kill, ctx: &mut Context<Self>) {
+                kill(self, mode, ctx);
+            }
+        }
+    };
+}
+
+killable!(SchedulerActor, "scheduler");
+killable!(GeneratorActor, "generator");
+killable!(MixerActor, "mixer");
+killable!(EncoderActor, "encoder");

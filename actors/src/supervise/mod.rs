@@ -1,0 +1,3 @@
+//! Supervision: chaos hooks for now; panic capture lives in `station::run_guarded`.
+
+pub mod chaos;
