@@ -32,6 +32,7 @@ pub struct Metrics {
     pub actor_restarts: IntCounterVec,
     pub fallback_switches: IntCounterVec,
     pub dead_air_frames: IntCounterVec,
+    pub actor_restart_seconds: HistogramVec,
 }
 
 fn build<T: prometheus::core::Collector + Clone + 'static>(
@@ -197,6 +198,19 @@ impl Metrics {
                         "Actors restarted, by station, actor and reason (a caught panic, a stop).",
                     ),
                     &["station", "actor", "reason"],
+                ),
+            ),
+            actor_restart_seconds: build(
+                r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "sonicforge_actor_restart_seconds",
+                        "Time from an actor's death (stop or caught panic) until it runs again.",
+                    )
+                    .buckets(vec![
+                        0.000_01, 0.000_1, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0,
+                    ]),
+                    &["station", "actor"],
                 ),
             ),
             dead_air_frames: build(

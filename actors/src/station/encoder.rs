@@ -142,6 +142,7 @@ impl Actor for EncoderActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        self.station.actor_running("encoder");
         if self.parts.is_none() {
             self.parts = self.station.encoder_parts.take();
         }
@@ -149,6 +150,7 @@ impl Actor for EncoderActor {
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.station.actor_stopped("encoder");
         if let Some(parts) = self.parts.take() {
             self.station.encoder_parts.put(parts);
         }

@@ -56,10 +56,15 @@ impl Actor for GeneratorActor {
     type Context = Context<Self>;
 
     fn started(&mut self, _ctx: &mut Context<Self>) {
+        self.station.actor_running("generator");
         let thread = rustix::thread::gettid();
         if let Err(error) = rustix::process::setpriority_process(Some(thread), GENERATOR_NICENESS) {
             tracing::warn!(station = %self.station.id(), %error, "cannot lower the generator thread's priority");
         }
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.station.actor_stopped("generator");
     }
 }
 

@@ -162,6 +162,7 @@ impl Actor for MixerActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        self.station.actor_running("mixer");
         if self.parts.is_none() {
             self.parts = self.station.mixer_parts.take();
         }
@@ -170,6 +171,7 @@ impl Actor for MixerActor {
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.station.actor_stopped("mixer");
         if let Some(parts) = self.parts.take() {
             self.station.mixer_parts.put(parts);
         }

@@ -132,6 +132,8 @@ pub struct Station {
     last_packet_ms: AtomicU64,
     process_start: Instant,
     stopping: AtomicBool,
+    /// Actors that stopped and have not run again yet, with when they stopped.
+    stopped_actors: Mutex<Vec<(&'static str, Instant)>>,
     pub(crate) scheduler_parts: Slot<scheduler::SchedulerParts>,
     pub(crate) mixer_parts: Slot<mixer::MixerParts>,
     pub(crate) encoder_parts: Slot<encoder::EncoderParts>,
@@ -234,6 +236,7 @@ impl Station {
             last_packet_ms: AtomicU64::new(0),
             process_start: Instant::now(),
             stopping: AtomicBool::new(false),
+            stopped_actors: Mutex::new(Vec::new()),
             actors: Mutex::new(None),
         });
         Ok(station)
@@ -334,6 +337,36 @@ impl Station {
             .inc();
     }
 
+    /// Records that `actor` stopped; [`Station::actor_running`] measures the restart.
+    pub(crate) fn actor_stopped(&self, actor: &'static str) {
+        self.stopped_actors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((actor, Instant::now()));
+    }
+
+    /// Called when `actor` (re)starts: observes how long it was down, if it was.
+    pub(crate) fn actor_running(&self, actor: &'static str) {
+        let stopped_at = {
+            let mut stopped = self
+                .stopped_actors
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let index = stopped.iter().position(|(name, _)| *name == actor);
+            index.map(|index| stopped.swap_remove(index).1)
+        };
+        if let Some(stopped_at) = stopped_at {
+            self.observe_restart(actor, stopped_at.elapsed());
+        }
+    }
+
+    fn observe_restart(&self, actor: &'static str, down: Duration) {
+        self.global_metrics
+            .actor_restart_seconds
+            .with_label_values(&[self.id(), actor])
+            .observe(down.as_secs_f64());
+    }
+
     pub(crate) fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
     }
@@ -411,6 +444,7 @@ pub(crate) fn run_guarded<R>(
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)) {
         Ok(result) => Some(result),
         Err(payload) => {
+            let caught = Instant::now();
             let message = payload
                 .downcast_ref::<&str>()
                 .map(|s| (*s).to_string())
@@ -418,6 +452,8 @@ pub(crate) fn run_guarded<R>(
                 .unwrap_or_else(|| "a panic without a message".to_string());
             tracing::error!(station = %station.id(), actor, panic = %message, "actor panicked; restarted in place");
             station.count_restart(actor, "panic");
+            // Restarted in place: down only while the panic is reported.
+            station.observe_restart(actor, caught.elapsed());
             None
         }
     }

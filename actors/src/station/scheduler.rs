@@ -132,6 +132,7 @@ impl Actor for SchedulerActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        self.station.actor_running("scheduler");
         if self.parts.is_none() {
             self.parts = self.station.scheduler_parts.take();
         }
@@ -141,6 +142,7 @@ impl Actor for SchedulerActor {
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.station.actor_stopped("scheduler");
         if let Some(parts) = self.parts.take() {
             self.station.scheduler_parts.put(parts);
         }
