@@ -28,6 +28,8 @@ pub(crate) struct MixerParts {
     frame: Box<PcmFrame>,
     /// Whether the fallback loop stands in for the music (no track ready, or dead air).
     on_fallback: bool,
+    /// The mixer's copy of the station's clock, so that ticks read no lock.
+    anchor: Option<ClockAnchor>,
 }
 
 impl MixerParts {
@@ -37,6 +39,7 @@ impl MixerParts {
             pcm,
             next_pts: 0,
             on_fallback: false,
+            anchor: None,
             frame: Box::new(PcmFrame {
                 pts: 0,
                 epoch: FALLBACK_EPOCH,
@@ -78,7 +81,7 @@ impl MixerActor {
             return;
         };
         let station = &self.station;
-        let anchor = match station.clock() {
+        let anchor = match parts.anchor {
             Some(anchor) => anchor,
             None => {
                 if parts.mixer.queued_tracks() == 0
@@ -92,6 +95,7 @@ impl MixerActor {
                     instant: Instant::now(),
                 };
                 station.set_clock(anchor);
+                parts.anchor = Some(anchor);
                 tracing::info!(station = %station.id(), "on air");
                 anchor
             }
@@ -107,11 +111,13 @@ impl MixerActor {
                 .metrics
                 .mixer_late_frames
                 .inc_by((due_pts - parts.next_pts) / FRAME_SAMPLES as u64);
-            station.set_clock(ClockAnchor {
+            let anchor = ClockAnchor {
                 pts: parts.next_pts,
                 unix_ms: unix_ms_now(),
                 instant: now,
-            });
+            };
+            station.set_clock(anchor);
+            parts.anchor = Some(anchor);
             return;
         }
         let mut frames = 0u64;
