@@ -341,7 +341,7 @@ impl SendLoop {
         let mut packet = PacketBuf::default();
         let mut out = BytesMut::with_capacity(SEND_BUFFER_BYTES);
         let mut last_epoch = station.board.on_air_epoch();
-        let mut sent_since_report = 0u64;
+        let mut sent = BatchedCount::new(self.metrics.packets_sent.clone());
         let mut skipped_reported = 0u64;
         let max_lag = Duration::from_millis(u64::from(config.max_lag_ms));
         let mut last_ping = Instant::now();
@@ -401,12 +401,9 @@ impl SendLoop {
                 self.send_wait
                     .send(self.session.binary(message), deadline)
                     .await?;
-                sent_since_report += 1;
+                sent.add_one();
             }
-            if sent_since_report > 0 {
-                self.metrics.packets_sent.inc_by(sent_since_report);
-                sent_since_report = 0;
-            }
+            sent.flush();
             if cursor.skipped_packets > skipped_reported {
                 self.metrics
                     .packets_skipped
@@ -416,6 +413,38 @@ impl SendLoop {
             // Wake on the next packet; the timeout notices a station that went silent.
             let _ = tokio::time::timeout(deadline, notified).await;
         }
+    }
+}
+
+/// A counter updated once per batch rather than once per packet; what is left is
+/// added when it is dropped, so a session that ends mid-batch loses no count.
+struct BatchedCount {
+    unreported: u64,
+    counter: prometheus::IntCounter,
+}
+
+impl BatchedCount {
+    fn new(counter: prometheus::IntCounter) -> Self {
+        Self {
+            unreported: 0,
+            counter,
+        }
+    }
+
+    fn add_one(&mut self) {
+        self.unreported += 1;
+    }
+
+    fn flush(&mut self) {
+        if self.unreported > 0 {
+            self.counter.inc_by(std::mem::take(&mut self.unreported));
+        }
+    }
+}
+
+impl Drop for BatchedCount {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 
