@@ -42,6 +42,8 @@ pub struct Config {
     pub listeners: ListenerConfig,
     #[serde(default)]
     pub chaos: ChaosConfig,
+    #[serde(default)]
+    pub supervision: SupervisionConfig,
     /// The stations; at least one.
     pub stations: Vec<StationConfig>,
 }
@@ -76,6 +78,60 @@ pub struct ChaosConfig {
     pub enabled: bool,
     /// Allow it even when the server listens on an address that is not loopback.
     pub allow_non_loopback: bool,
+}
+
+/// Restart intensity and escalation of the station supervisors.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SupervisionConfig {
+    /// Restarts of a station's actors allowed within `within_seconds` (1..=10000);
+    /// one more restarts the station's whole subtree.
+    pub max_restarts: u32,
+    pub within_seconds: u64,
+    /// Subtree restarts allowed within `subtree_within_seconds` (0..=100); one more
+    /// and the station holds its fallback loop on air and reports not ready.
+    pub max_subtree_restarts: u32,
+    pub subtree_within_seconds: u64,
+    /// Seconds without an actor death after which a degraded station plays music again.
+    pub recover_after_seconds: u64,
+    /// A mixer or encoder silent for this long (milliseconds) is stalled.
+    pub realtime_stall_ms: u64,
+    /// A render running for this long (seconds) is stalled; the generator is replaced.
+    pub generator_stall_seconds: u64,
+}
+
+impl Default for SupervisionConfig {
+    fn default() -> Self {
+        Self {
+            max_restarts: 5,
+            within_seconds: 30,
+            max_subtree_restarts: 2,
+            subtree_within_seconds: 300,
+            recover_after_seconds: 60,
+            realtime_stall_ms: 1000,
+            generator_stall_seconds: 60,
+        }
+    }
+}
+
+impl SupervisionConfig {
+    /// The station supervisors' policy.
+    pub fn policy(&self) -> crate::supervise::tree::SupervisorPolicy {
+        use crate::supervise::intensity::RestartIntensity;
+        use std::time::Duration;
+        crate::supervise::tree::SupervisorPolicy {
+            children: RestartIntensity {
+                max_restarts: self.max_restarts,
+                within: Duration::from_secs(self.within_seconds),
+            },
+            subtrees: RestartIntensity {
+                max_restarts: self.max_subtree_restarts,
+                within: Duration::from_secs(self.subtree_within_seconds),
+            },
+            recover_after: Duration::from_secs(self.recover_after_seconds),
+            check_every: Duration::from_millis(100),
+        }
+    }
 }
 
 /// How listener sessions are served.
@@ -245,6 +301,54 @@ impl Config {
         )
         .map_err(|m| invalid("listeners.socket_send_buffer_bytes".into(), m))?;
 
+        let supervision = &self.supervision;
+        for (key, value, min, max) in [
+            (
+                "supervision.max_restarts",
+                u64::from(supervision.max_restarts),
+                1,
+                10_000,
+            ),
+            (
+                "supervision.within_seconds",
+                supervision.within_seconds,
+                1,
+                86_400,
+            ),
+            (
+                "supervision.max_subtree_restarts",
+                u64::from(supervision.max_subtree_restarts),
+                0,
+                100,
+            ),
+            (
+                "supervision.subtree_within_seconds",
+                supervision.subtree_within_seconds,
+                1,
+                86_400,
+            ),
+            (
+                "supervision.recover_after_seconds",
+                supervision.recover_after_seconds,
+                1,
+                86_400,
+            ),
+            (
+                "supervision.realtime_stall_ms",
+                supervision.realtime_stall_ms,
+                100,
+                60_000,
+            ),
+            (
+                "supervision.generator_stall_seconds",
+                supervision.generator_stall_seconds,
+                5,
+                3600,
+            ),
+        ] {
+            check_range(key, value, min, max).map_err(|m| invalid(key.into(), m))?;
+        }
+
         if self.stations.is_empty() {
             return Err(invalid(
                 "stations".into(),
@@ -338,7 +442,12 @@ impl Config {
     }
 }
 
-fn check_range(key: &str, value: u32, min: u32, max: u32) -> Result<(), String> {
+fn check_range<T: PartialOrd + Copy + std::fmt::Display>(
+    key: &str,
+    value: T,
+    min: T,
+    max: T,
+) -> Result<(), String> {
     if (min..=max).contains(&value) {
         Ok(())
     } else {

@@ -33,6 +33,8 @@ pub struct Metrics {
     pub fallback_switches: IntCounterVec,
     pub dead_air_frames: IntCounterVec,
     pub actor_restart_seconds: HistogramVec,
+    pub escalations: IntCounterVec,
+    pub station_degraded: IntGaugeVec,
 }
 
 fn build<T: prometheus::core::Collector + Clone + 'static>(
@@ -208,9 +210,30 @@ impl Metrics {
                         "Time from an actor's death (stop or caught panic) until it runs again.",
                     )
                     .buckets(vec![
-                        0.000_01, 0.000_1, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0,
+                        0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5,
+                        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
                     ]),
                     &["station", "actor"],
+                ),
+            ),
+            escalations: build(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "sonicforge_supervisor_escalations_total",
+                        "Times a station supervisor went past its restart intensity, by level: subtree_restart (every actor restarted) or degraded (fallback loop held on air).",
+                    ),
+                    &["station", "level"],
+                ),
+            ),
+            station_degraded: build(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "sonicforge_station_degraded",
+                        "1 while a station holds its fallback loop on air because restarts did not help; alert on it.",
+                    ),
+                    &["station"],
                 ),
             ),
             dead_air_frames: build(
@@ -268,6 +291,7 @@ pub struct StationMetrics {
     pub switches_to_fallback: IntCounter,
     pub switches_to_music: IntCounter,
     pub dead_air_frames: IntCounter,
+    pub degraded: IntGauge,
 }
 
 impl StationMetrics {
@@ -292,6 +316,7 @@ impl StationMetrics {
                 .fallback_switches
                 .with_label_values(&[station, "music"]),
             dead_air_frames: metrics.dead_air_frames.with_label_values(&[station]),
+            degraded: metrics.station_degraded.with_label_values(&[station]),
         }
     }
 }

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use actix::{Actor, Addr};
 use actix_web::{App, HttpServer, web};
 
 use crate::config::Config;
@@ -10,6 +11,7 @@ use crate::http::{self, AppState};
 use crate::listen::tune_listener_socket;
 use crate::metrics::Metrics;
 use crate::station::{Station, StationError, Stations};
+use crate::supervise::root::{RootSupervisor, Supervise};
 
 /// Errors while starting the engine.
 #[derive(Debug, thiserror::Error)]
@@ -40,12 +42,15 @@ pub struct Engine {
     pub stations: Arc<Stations>,
     pub addrs: Vec<SocketAddr>,
     server: actix_web::dev::Server,
+    /// The root of the supervision tree; its station supervisors run while it lives.
+    root: Addr<RootSupervisor>,
 }
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
             .field("addrs", &self.addrs)
+            .field("root", &self.root)
             .finish_non_exhaustive()
     }
 }
@@ -63,8 +68,16 @@ impl Engine {
             stations.insert(Station::start(
                 station_config.clone(),
                 config.listeners,
+                config.supervision,
                 &metrics,
             )?);
+        }
+        let root = RootSupervisor::default().start();
+        for station in stations.iter() {
+            root.do_send(Supervise {
+                station: Arc::clone(station),
+                policy: config.supervision.policy(),
+            });
         }
         let stations = Arc::new(stations);
         let config = Arc::new(config);
@@ -103,6 +116,7 @@ impl Engine {
             stations,
             addrs,
             server,
+            root,
         })
     }
 

@@ -12,7 +12,31 @@ use sonicforge_engine::codec::wire::parse_packet;
 use tokio_tungstenite::tungstenite::Message;
 
 fn chaos_config() -> String {
-    format!("[chaos]\nenabled = true\n{}", common::SHORT_TRACKS_CONFIG)
+    format!(
+        "[chaos]\nenabled = true\n[supervision]\nmax_restarts = 100\n{}",
+        common::SHORT_TRACKS_CONFIG
+    )
+}
+
+/// A short fuse: two restarts in 30 s, then one subtree restart, then degraded;
+/// calm again after 2 s.
+fn short_fuse_config() -> String {
+    format!(
+        "[chaos]\nenabled = true\n[supervision]\nmax_restarts = 2\nmax_subtree_restarts = 1\nrecover_after_seconds = 2\n{}",
+        common::SHORT_TRACKS_CONFIG
+    )
+}
+
+async fn kill(engine: &common::Engine, actor: &str, mode: &str) -> String {
+    let addr = engine.addr.clone();
+    let body = format!(r#"{{"station":"main","actor":"{actor}","mode":"{mode}"}}"#);
+    let (status, answer) = tokio::task::spawn_blocking(move || {
+        common::http_post_json(&addr, "/api/admin/chaos", &body)
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 202, "{answer}");
+    answer
 }
 
 const KILLS: [(&str, &str); 8] = [
@@ -43,14 +67,7 @@ async fn killed_actors_restart_and_the_listener_hears_nothing() {
         if Instant::now() >= next_kill
             && let Some((actor, mode)) = kills.next()
         {
-            let addr = engine.addr.clone();
-            let body = format!(r#"{{"station":"main","actor":"{actor}","mode":"{mode}"}}"#);
-            let (status, answer) = tokio::task::spawn_blocking(move || {
-                common::http_post_json(&addr, "/api/admin/chaos", &body)
-            })
-            .await
-            .unwrap();
-            assert_eq!(status, 202, "{answer}");
+            let answer = kill(&engine, actor, mode).await;
             assert!(
                 answer.contains(&format!("\"killed\":\"{actor}\"")),
                 "{answer}"
@@ -98,6 +115,124 @@ async fn killed_actors_restart_and_the_listener_hears_nothing() {
         seconds * 1000.0 / observed
     );
     assert_eq!(engine.metric("sonicforge_listener_disconnects_total{"), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_restart_intensity_the_station_restarts_its_actors_then_degrades_and_recovers() {
+    let engine = common::Engine::start(&short_fuse_config());
+    engine.wait_ready();
+    let url = format!("ws://{}/stations/main/ws?bitrate=64", engine.addr);
+    let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let _hello = socket.next().await.unwrap().unwrap();
+    let level = |engine: &common::Engine, level: &str| {
+        engine.metric(&format!(
+            "sonicforge_supervisor_escalations_total{{level=\"{level}\",station=\"main\"}}"
+        ))
+    };
+
+    // Three deaths in a row: one past the intensity restarts every actor of the station.
+    for _ in 0..3 {
+        kill(&engine, "mixer", "panic").await;
+    }
+    wait_for(|| level(&engine, "subtree_restart") == 1.0).await;
+    assert_eq!(engine.get("/readyz").0, 200);
+    // Three more: past the intensity again, and past the subtree restarts allowed.
+    for _ in 0..3 {
+        kill(&engine, "encoder", "panic").await;
+    }
+    wait_for(|| level(&engine, "degraded") == 1.0).await;
+    let (status, body) = engine.get("/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("stations_degraded"), "{body}");
+    assert_eq!(engine.metric("sonicforge_station_degraded{"), 1.0);
+
+    // The station stays on air (the fallback loop) and the listener stays connected.
+    let mut packets = 0;
+    let until = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < until {
+        let message = tokio::time::timeout(Duration::from_secs(2), socket.next())
+            .await
+            .expect("audio keeps coming while degraded")
+            .expect("the listener stays connected")
+            .unwrap();
+        packets += usize::from(matches!(message, Message::Binary(_)));
+    }
+    assert!(
+        packets >= 40,
+        "{packets} packets in a second while degraded"
+    );
+
+    // Calm for recover_after_seconds: music again, ready again.
+    wait_for(|| engine.metric("sonicforge_station_degraded{") == 0.0).await;
+    let mut ready = false;
+    for _ in 0..50 {
+        if engine.get("/readyz").0 == 200 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "{}", engine.get("/readyz").1);
+    assert_eq!(engine.metric("sonicforge_listener_disconnects_total{"), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_listener_session_is_the_one_named_and_its_death_is_counted() {
+    let engine = common::Engine::start(&chaos_config());
+    engine.wait_ready();
+    let url = format!("ws://{}/stations/main/ws?bitrate=64", engine.addr);
+    let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let hello = socket.next().await.unwrap().unwrap().into_text().unwrap();
+    let hello: serde_json::Value = serde_json::from_str(&hello).unwrap();
+    let session = hello["session"]
+        .as_u64()
+        .expect("the hello names the session");
+
+    let answer = kill(&engine, "listener", "panic").await;
+    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer["killed"], "listener");
+    assert_eq!(answer["session"].as_u64(), Some(session));
+    // The session ends with a close frame (service restart: reconnect).
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(message) = socket.next().await {
+            if let Ok(Message::Close(frame)) = message {
+                return frame.map(|frame| u16::from(frame.code));
+            }
+        }
+        None
+    })
+    .await
+    .expect("the killed session closes");
+    assert_eq!(closed, Some(1012));
+    wait_for(|| {
+        engine.metric(
+            "sonicforge_actor_restarts_total{actor=\"listener\",reason=\"panic\",station=\"main\"}",
+        ) == 1.0
+    })
+    .await;
+    // Nobody left to kill: a clear refusal.
+    let addr = engine.addr.clone();
+    let (status, body) = tokio::task::spawn_blocking(move || {
+        common::http_post_json(
+            &addr,
+            "/api/admin/chaos",
+            r#"{"station":"main","actor":"listener","mode":"stop"}"#,
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 409, "{body}");
+}
+
+/// Waits up to 10 s for `done`.
+async fn wait_for(mut done: impl FnMut() -> bool) {
+    for _ in 0..100 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(done(), "condition not met within 10 s");
 }
 
 #[test]

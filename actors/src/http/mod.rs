@@ -61,6 +61,8 @@ pub enum ApiError {
     Handshake(String),
     #[error("chaos hooks are disabled; set [chaos] enabled = true in the config")]
     ChaosDisabled,
+    #[error("nothing killed: {0}")]
+    NothingToKill(#[from] crate::supervise::chaos::KillError),
 }
 
 impl ResponseError for ApiError {
@@ -69,6 +71,7 @@ impl ResponseError for ApiError {
             Self::UnknownStation(_) | Self::NotFound => StatusCode::NOT_FOUND,
             Self::UnknownRendition { .. } | Self::Handshake(_) => StatusCode::BAD_REQUEST,
             Self::ChaosDisabled => StatusCode::FORBIDDEN,
+            Self::NothingToKill(_) => StatusCode::CONFLICT,
         }
     }
 
@@ -255,14 +258,8 @@ async fn chaos(
         return Err(ApiError::ChaosDisabled);
     }
     let station = state.station(&request.station)?;
-    if !station.kill(request.actor, request.mode) {
-        return Err(ApiError::UnknownStation(request.station.clone()));
-    }
-    Ok(HttpResponse::Accepted().json(json!({
-        "station": station.id(),
-        "killed": request.actor.name(),
-        "mode": request.mode,
-    })))
+    let killed = station.kill(request.actor, request.mode)?;
+    Ok(HttpResponse::Accepted().json(killed))
 }
 
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
@@ -282,11 +279,20 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         .filter(|s| !s.is_audio_flowing())
         .map(|s| s.id())
         .collect();
-    if not_flowing.is_empty() {
+    let degraded: Vec<&str> = state
+        .stations
+        .iter()
+        .filter(|s| s.is_degraded())
+        .map(|s| s.id())
+        .collect();
+    if not_flowing.is_empty() && degraded.is_empty() {
         HttpResponse::Ok().json(json!({ "status": "ready" }))
     } else {
-        HttpResponse::ServiceUnavailable()
-            .json(json!({ "status": "not ready", "stations_without_audio": not_flowing }))
+        HttpResponse::ServiceUnavailable().json(json!({
+            "status": "not ready",
+            "stations_without_audio": not_flowing,
+            "stations_degraded": degraded,
+        }))
     }
 }
 

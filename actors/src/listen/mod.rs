@@ -34,6 +34,8 @@ pub enum DisconnectReason {
     ProtocolError,
     /// The station stopped.
     StationStopped,
+    /// A chaos test killed the session; its client reconnects.
+    Killed,
 }
 
 impl DisconnectReason {
@@ -44,8 +46,15 @@ impl DisconnectReason {
             Self::TooSlow => "too_slow",
             Self::ProtocolError => "protocol_error",
             Self::StationStopped => "station_stopped",
+            Self::Killed => "killed",
         }
     }
+}
+
+/// A new listener session id, unique in the process.
+pub(crate) fn next_session_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// What a listener's cursor found in the ring.

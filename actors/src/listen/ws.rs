@@ -25,6 +25,8 @@ use sonicforge_engine::ring::PacketBuf;
 use super::{Cursor, CursorStep, DisconnectReason};
 use crate::metrics::ListenerMetrics;
 use crate::station::{NowPlaying, Station};
+use crate::supervise::chaos::{ChaosMode, Kill};
+use crate::supervise::tree::{ExitReason, catch_panic};
 
 /// Largest message a listener may send us (pings, a close); anything larger is a protocol error.
 const MAX_INBOUND_FRAME: usize = 4096;
@@ -105,6 +107,8 @@ pub struct Disconnect(pub DisconnectReason);
 
 /// A WebSocket listener.
 pub struct ListenerSession {
+    /// Unique in the process; sent in the hello.
+    id: u64,
     station: Arc<Station>,
     rendition: usize,
     session: Option<Session>,
@@ -119,6 +123,7 @@ pub struct ListenerSession {
 impl std::fmt::Debug for ListenerSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ListenerSession")
+            .field("id", &self.id)
             .field("station", &self.station.id())
             .field(
                 "rendition",
@@ -139,6 +144,7 @@ impl ListenerSession {
         metrics: ListenerMetrics,
     ) -> Self {
         Self {
+            id: super::next_session_id(),
             station,
             rendition,
             session: Some(session),
@@ -171,11 +177,14 @@ impl Actor for ListenerSession {
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.metrics.listeners.inc();
         self.metrics.connects.inc();
+        self.station
+            .listener_joined(self.id, ctx.address().recipient());
         let (Some(session), Some(inbound)) = (self.session.clone(), self.inbound.take()) else {
             ctx.stop();
             return;
         };
         let sender = SendLoop {
+            id: self.id,
             station: Arc::clone(&self.station),
             rendition: self.rendition,
             session: session.clone(),
@@ -198,6 +207,7 @@ impl Actor for ListenerSession {
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         let reason = self.reason.unwrap_or(DisconnectReason::ClientClosed);
+        self.station.listener_left(self.id);
         self.metrics.listeners.dec();
         self.metrics.disconnected(reason.label());
         tracing::debug!(
@@ -211,6 +221,7 @@ impl Actor for ListenerSession {
                 DisconnectReason::ClientClosed => CloseCode::Normal,
                 DisconnectReason::ProtocolError => CloseCode::Protocol,
                 DisconnectReason::StationStopped => CloseCode::Away,
+                DisconnectReason::Killed => CloseCode::Restart,
                 DisconnectReason::Stalled | DisconnectReason::TooSlow => CloseCode::Policy,
             };
             let close = session.close(Some(CloseReason {
@@ -230,6 +241,30 @@ impl Handler<Disconnect> for ListenerSession {
 
     fn handle(&mut self, Disconnect(reason): Disconnect, ctx: &mut Context<Self>) {
         self.end(reason, ctx);
+    }
+}
+
+impl Handler<Kill> for ListenerSession {
+    type Result = ();
+
+    /// Chaos: the session dies by stopping or by a panic in this handler. Listener
+    /// sessions are not restarted by the server: their client reconnects.
+    fn handle(&mut self, Kill(mode): Kill, ctx: &mut Context<Self>) {
+        let session = self.id;
+        tracing::warn!(station = %self.station.id(), session, ?mode, "chaos: killing listener session");
+        let reason = match mode {
+            ChaosMode::Stop => ExitReason::Stopped,
+            ChaosMode::Panic => {
+                if let Err(message) = catch_panic(|| -> () {
+                    panic!("chaos: injected panic in listener session {session}")
+                }) {
+                    tracing::error!(station = %self.station.id(), session, panic = %message, "listener session panicked; ending it");
+                }
+                ExitReason::Panicked
+            }
+        };
+        self.station.count_restart("listener", reason);
+        self.end(DisconnectReason::Killed, ctx);
     }
 }
 
@@ -263,6 +298,7 @@ async fn receive(
 
 /// The half of a session that writes audio.
 struct SendLoop {
+    id: u64,
     station: Arc<Station>,
     rendition: usize,
     session: Session,
@@ -332,7 +368,7 @@ impl SendLoop {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let hello = hello_message(&station, feed.bitrate_kbps);
+        let hello = hello_message(self.id, &station, feed.bitrate_kbps);
         self.send_wait
             .send(self.session.text(hello), deadline)
             .await?;
@@ -449,12 +485,13 @@ impl Drop for BatchedCount {
 }
 
 /// The first message of every session.
-fn hello_message(station: &Station, bitrate_kbps: u32) -> String {
+fn hello_message(session: u64, station: &Station, bitrate_kbps: u32) -> String {
     let clock = station
         .clock()
         .map(|anchor| json!({ "pts": anchor.pts, "unix_ms": anchor.unix_ms }));
     json!({
         "type": "hello",
+        "session": session,
         "codec": "opus",
         "sample_rate": SAMPLE_RATE,
         "channels": CHANNELS,

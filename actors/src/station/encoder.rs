@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, AsyncContext, Context, Supervised};
+use actix::{Actor, AsyncContext, Context};
 use prometheus::Histogram;
 use sonicforge_engine::codec::opus::{MAX_PACKET_LEN, OpusEncoder};
 use sonicforge_engine::codec::wire::FLAG_DISCONTINUITY;
@@ -88,6 +88,7 @@ impl EncoderActor {
 
     fn tick(&mut self, _ctx: &mut Context<Self>) {
         let station = Arc::clone(&self.station);
+        station.heartbeats.encoder.beat();
         super::run_guarded(&station, "encoder", || self.encode_ready_frames());
     }
 
@@ -95,6 +96,13 @@ impl EncoderActor {
         let Some(parts) = &mut self.parts else {
             return;
         };
+        if parts.pcm.generation() != self.station.pcm_generation() {
+            // A subtree restart re-wired the ring: frames left in the old one are lost,
+            // and the next packet's timestamp shows it (discontinuity flag).
+            if let Some(consumer) = self.station.pending_pcm_consumer.try_take() {
+                parts.pcm = consumer;
+            }
+        }
         let mut published = false;
         while parts.pcm.pop_into(&mut parts.frame) {
             let frame = &parts.frame;
@@ -146,6 +154,11 @@ impl Actor for EncoderActor {
         if self.parts.is_none() {
             self.parts = self.station.encoder_parts.take();
         }
+        if let Some(parts) = &mut self.parts
+            && let Some(consumer) = self.station.pending_pcm_consumer.take()
+        {
+            parts.pcm = consumer;
+        }
         ctx.run_interval(TICK, Self::tick);
     }
 
@@ -154,11 +167,5 @@ impl Actor for EncoderActor {
         if let Some(parts) = self.parts.take() {
             self.station.encoder_parts.put(parts);
         }
-    }
-}
-
-impl Supervised for EncoderActor {
-    fn restarting(&mut self, _ctx: &mut Context<Self>) {
-        self.station.count_restart("encoder", "stopped");
     }
 }

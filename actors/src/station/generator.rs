@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix::{Actor, Context, Handler, Message, Supervised};
+use actix::{Actor, Context, Handler, Message};
 use sonicforge_engine::generate::{
     GenerateError, Generator, ProceduralGenerator, Track, TrackRequest,
 };
@@ -68,12 +68,6 @@ impl Actor for GeneratorActor {
     }
 }
 
-impl Supervised for GeneratorActor {
-    fn restarting(&mut self, _ctx: &mut Context<Self>) {
-        self.station.count_restart("generator", "stopped");
-    }
-}
-
 impl Handler<Render> for GeneratorActor {
     type Result = Result<Track, RenderError>;
 
@@ -81,8 +75,10 @@ impl Handler<Render> for GeneratorActor {
         let started = Instant::now();
         let station = Arc::clone(&self.station);
         let generator = &mut self.generator;
-        let Some(result) = super::run_guarded(&station, "generator", || generator.render(&request))
-        else {
+        station.heartbeats.generator.beat();
+        let result = super::run_guarded(&station, "generator", || generator.render(&request));
+        station.heartbeats.generator.idle();
+        let Some(result) = result else {
             self.station.metrics.generate_failures.inc();
             return Err(RenderError::Panicked);
         };

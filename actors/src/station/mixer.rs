@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, AsyncContext, Context, Supervised};
+use actix::{Actor, AsyncContext, Context};
 use sonicforge_engine::frame::{FRAME_SAMPLES, SAMPLE_RATE, SILENT_FRAME};
 use sonicforge_engine::mix::{FALLBACK_EPOCH, Mixer};
 use sonicforge_engine::ring::{PcmFrame, PcmProducer};
@@ -73,6 +73,7 @@ impl MixerActor {
 
     fn tick(&mut self, _ctx: &mut Context<Self>) {
         let station = Arc::clone(&self.station);
+        station.heartbeats.mixer.beat();
         super::run_guarded(&station, "mixer", || self.play_due_frames());
     }
 
@@ -81,6 +82,16 @@ impl MixerActor {
             return;
         };
         let station = &self.station;
+        if parts.pcm.generation() != station.pcm_generation() {
+            // A subtree restart re-wired the ring; only then is the slot touched.
+            if let Some(producer) = station.pending_pcm_producer.try_take() {
+                parts.pcm = producer;
+            }
+        }
+        let degraded = station.is_degraded();
+        if degraded != parts.mixer.is_holding_fallback() {
+            parts.mixer.hold_fallback(degraded);
+        }
         let anchor = match parts.anchor {
             Some(anchor) => anchor,
             None => {
@@ -172,6 +183,11 @@ impl Actor for MixerActor {
         if self.parts.is_none() {
             self.parts = self.station.mixer_parts.take();
         }
+        if let Some(parts) = &mut self.parts
+            && let Some(producer) = self.station.pending_pcm_producer.take()
+        {
+            parts.pcm = producer;
+        }
         self.waiting_since = Instant::now();
         ctx.run_interval(TICK, Self::tick);
     }
@@ -181,11 +197,5 @@ impl Actor for MixerActor {
         if let Some(parts) = self.parts.take() {
             self.station.mixer_parts.put(parts);
         }
-    }
-}
-
-impl Supervised for MixerActor {
-    fn restarting(&mut self, _ctx: &mut Context<Self>) {
-        self.station.count_restart("mixer", "stopped");
     }
 }

@@ -14,6 +14,7 @@ mod encoder;
 mod generator;
 mod mixer;
 mod scheduler;
+mod subtree;
 mod track_board;
 
 use std::collections::BTreeMap;
@@ -21,21 +22,24 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use actix::{Addr, Arbiter, Supervisor};
+use actix::{Addr, Arbiter, ArbiterHandle, Recipient, Supervisor};
 use sonicforge_engine::codec::opus::OpusEncoder;
 use sonicforge_engine::frame::{CHANNELS, SAMPLE_RATE, frames_for_ms};
 use sonicforge_engine::generate::{Generator as _, ProceduralGenerator, TrackRequest};
 use sonicforge_engine::mix::{Mixer, MixerOptions, retired_queue, upcoming_queue};
-use sonicforge_engine::ring::{PacketRing, pcm_ring};
+use sonicforge_engine::ring::{PacketRing, PcmConsumer, PcmProducer, pcm_ring};
 use tokio::sync::Notify;
 
-use crate::config::{ListenerConfig, StationConfig};
+use crate::config::{ListenerConfig, StationConfig, SupervisionConfig};
 use crate::metrics::{Metrics, StationMetrics};
+use crate::supervise::chaos::{ChaosActor, ChaosMode, Kill, KillError, Killed};
+use crate::supervise::tree::{ChildExited, ExitReason, Heartbeat, Restart, Watched};
 
 pub use encoder::EncoderActor;
 pub use generator::GeneratorActor;
 pub use mixer::MixerActor;
 pub use scheduler::SchedulerActor;
+pub use subtree::StationSubtree;
 pub use track_board::{NowPlaying, TrackBoard, TrackInfo};
 
 /// Packets kept in each rendition's broadcast ring: pre-roll, the lag allowance and a margin.
@@ -111,6 +115,15 @@ impl<T> Slot<T> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
     }
 
+    /// Takes the value without waiting: `None` when it is empty or being handled.
+    pub(crate) fn try_take(&self) -> Option<T> {
+        match self.0.try_lock() {
+            Ok(mut value) => value.take(),
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner().take(),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
     pub(crate) fn put(&self, value: T) {
         *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(value);
     }
@@ -137,7 +150,29 @@ pub struct Station {
     pub(crate) scheduler_parts: Slot<scheduler::SchedulerParts>,
     pub(crate) mixer_parts: Slot<mixer::MixerParts>,
     pub(crate) encoder_parts: Slot<encoder::EncoderParts>,
+    /// The PCM ring between mixer and encoder: the generation now wired, and the ends
+    /// of a newer ring waiting for the mixer and the encoder to take them.
+    pcm_generation: AtomicU64,
+    pub(crate) pending_pcm_producer: Slot<PcmProducer>,
+    pub(crate) pending_pcm_consumer: Slot<PcmConsumer>,
+    pub(crate) heartbeats: StationHeartbeats,
+    pub(crate) supervision: SupervisionConfig,
+    supervisor: Mutex<Option<Recipient<ChildExited>>>,
+    /// Actors stopped on purpose by a subtree restart: their restart is not an exit.
+    planned_restarts: Mutex<Vec<&'static str>>,
+    /// Restarts did not help: the fallback loop is held on air and the station is not ready.
+    degraded: AtomicBool,
+    /// WebSocket listener sessions by session id, for chaos kills.
+    listeners: Mutex<BTreeMap<u64, Recipient<Kill>>>,
     actors: Mutex<Option<StationActors>>,
+}
+
+/// Signs of life of the actors the station supervisor watches for stalls.
+#[derive(Debug)]
+pub(crate) struct StationHeartbeats {
+    pub(crate) mixer: Arc<Heartbeat>,
+    pub(crate) encoder: Arc<Heartbeat>,
+    pub(crate) generator: Arc<Heartbeat>,
 }
 
 #[derive(Debug)]
@@ -146,6 +181,7 @@ struct StationActors {
     generator: Addr<GeneratorActor>,
     mixer: Addr<MixerActor>,
     encoder: Addr<EncoderActor>,
+    generator_arbiter: Arbiter,
     arbiters: Vec<Arbiter>,
 }
 
@@ -154,9 +190,10 @@ impl Station {
     pub fn start(
         config: StationConfig,
         listener_config: ListenerConfig,
+        supervision: SupervisionConfig,
         metrics: &Metrics,
     ) -> Result<Arc<Self>, StationError> {
-        let station = Self::start_without_actors(config, listener_config, metrics)?;
+        let station = Self::start_without_actors(config, listener_config, supervision, metrics)?;
         station.start_actors();
         tracing::info!(station = %station.config.id, renditions = ?station.config.renditions_kbps, "station started");
         Ok(station)
@@ -164,9 +201,10 @@ impl Station {
 
     /// Builds a station's state (queues, rings, encoders, the fallback loop) without
     /// starting its actors.
-    fn start_without_actors(
+    pub(crate) fn start_without_actors(
         config: StationConfig,
         listener_config: ListenerConfig,
+        supervision: SupervisionConfig,
         metrics: &Metrics,
     ) -> Result<Arc<Self>, StationError> {
         let station_metrics =
@@ -237,6 +275,19 @@ impl Station {
             process_start: Instant::now(),
             stopping: AtomicBool::new(false),
             stopped_actors: Mutex::new(Vec::new()),
+            pcm_generation: AtomicU64::new(1),
+            pending_pcm_producer: Slot(Mutex::new(None)),
+            pending_pcm_consumer: Slot(Mutex::new(None)),
+            heartbeats: StationHeartbeats {
+                mixer: Heartbeat::new(),
+                encoder: Heartbeat::new(),
+                generator: Heartbeat::new(),
+            },
+            supervision,
+            supervisor: Mutex::new(None),
+            planned_restarts: Mutex::new(Vec::new()),
+            degraded: AtomicBool::new(false),
+            listeners: Mutex::new(BTreeMap::new()),
             actors: Mutex::new(None),
         });
         Ok(station)
@@ -248,17 +299,11 @@ impl Station {
         let encoder_arbiter = Arbiter::new();
         let control_arbiter = Arbiter::new();
 
-        let generator = {
-            let station = Arc::clone(self);
-            Supervisor::start_in_arbiter(&generator_arbiter.handle(), move |_| {
-                GeneratorActor::new(station)
-            })
-        };
+        let generator = self.start_generator(&generator_arbiter.handle());
         let scheduler = {
             let station = Arc::clone(self);
-            let generator = generator.clone();
             Supervisor::start_in_arbiter(&control_arbiter.handle(), move |_| {
-                SchedulerActor::new(station, generator)
+                SchedulerActor::new(station)
             })
         };
         let mixer = {
@@ -276,33 +321,182 @@ impl Station {
             generator,
             mixer,
             encoder,
-            arbiters: vec![
-                generator_arbiter,
-                mixer_arbiter,
-                encoder_arbiter,
-                control_arbiter,
-            ],
+            generator_arbiter,
+            arbiters: vec![mixer_arbiter, encoder_arbiter, control_arbiter],
         });
     }
 
-    /// Kills one of the station's actors (chaos hooks); `false` when the station has no actors.
-    pub fn kill(
-        &self,
-        actor: crate::supervise::chaos::ChaosActor,
-        mode: crate::supervise::chaos::ChaosMode,
-    ) -> bool {
-        use crate::supervise::chaos::{ChaosActor, Kill};
+    fn start_generator(self: &Arc<Self>, arbiter: &ArbiterHandle) -> Addr<GeneratorActor> {
+        let station = Arc::clone(self);
+        Supervisor::start_in_arbiter(arbiter, move |_| GeneratorActor::new(station))
+    }
+
+    /// The arbiter the station's control actors (scheduler, supervisor) run on.
+    pub fn control_arbiter(&self) -> Option<ArbiterHandle> {
+        let actors = self.actors.lock().unwrap_or_else(PoisonError::into_inner);
+        actors
+            .as_ref()
+            .and_then(|actors| actors.arbiters.last().map(Arbiter::handle))
+    }
+
+    /// The generator now in service (it changes when a stalled one is replaced).
+    pub(crate) fn generator(&self) -> Option<Addr<GeneratorActor>> {
+        let actors = self.actors.lock().unwrap_or_else(PoisonError::into_inner);
+        actors.as_ref().map(|actors| actors.generator.clone())
+    }
+
+    /// Kills one of the station's actors (chaos hooks) and says which one.
+    pub fn kill(&self, actor: ChaosActor, mode: ChaosMode) -> Result<Killed, KillError> {
+        let killed = |session| Killed {
+            station: self.id().to_string(),
+            actor,
+            mode,
+            session,
+        };
+        if actor == ChaosActor::Listener {
+            let listeners = self
+                .listeners
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let Some((&session, recipient)) = listeners.iter().next() else {
+                return Err(KillError::NoListener(self.id().to_string()));
+            };
+            recipient.do_send(Kill(mode));
+            return Ok(killed(Some(session)));
+        }
         let actors = self.actors.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(actors) = actors.as_ref() else {
-            return false;
+            return Err(KillError::StationStopped(self.id().to_string()));
         };
         match actor {
             ChaosActor::Scheduler => actors.scheduler.do_send(Kill(mode)),
             ChaosActor::Generator => actors.generator.do_send(Kill(mode)),
             ChaosActor::Mixer => actors.mixer.do_send(Kill(mode)),
             ChaosActor::Encoder => actors.encoder.do_send(Kill(mode)),
+            ChaosActor::EventWriter => return Err(KillError::NoEventWriter(self.id().to_string())),
+            ChaosActor::Listener => {}
         }
+        Ok(killed(None))
+    }
+
+    /// Registers a WebSocket listener session so that chaos tests can kill it.
+    pub(crate) fn listener_joined(&self, session: u64, recipient: Recipient<Kill>) {
+        self.listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(session, recipient);
+    }
+
+    pub(crate) fn listener_left(&self, session: u64) {
+        self.listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&session);
+    }
+
+    /// Restarts every actor of the station (a subtree restart): the PCM ring between
+    /// mixer and encoder is replaced by a new generation, and each actor is stopped so
+    /// that its supervisor starts it again on fresh wiring.
+    pub(crate) fn restart_actors(&self) {
+        let generation = self.pcm_generation.fetch_add(1, Ordering::AcqRel) + 1;
+        let (producer, consumer) = pcm_ring(PCM_RING_MS, generation);
+        self.pending_pcm_producer.put(producer);
+        self.pending_pcm_consumer.put(consumer);
+        self.global_metrics
+            .escalations
+            .with_label_values(&[self.id(), "subtree_restart"])
+            .inc();
+        let actors = self.actors.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(actors) = actors.as_ref() else {
+            return;
+        };
+        self.planned_restarts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(["scheduler", "generator", "mixer", "encoder"]);
+        actors.scheduler.do_send(Restart);
+        actors.generator.do_send(Restart);
+        actors.mixer.do_send(Restart);
+        actors.encoder.do_send(Restart);
+    }
+
+    /// Replaces a stalled actor where its parts allow; counts the stall either way.
+    pub(crate) fn replace_stalled(self: &Arc<Self>, actor: &'static str) -> bool {
+        self.count_restart(actor, ExitReason::Stalled);
+        if actor != "generator" {
+            // The mixer's and encoder's parts are inside the stuck actor: nothing can
+            // take over from them until its thread runs again.
+            tracing::error!(station = %self.id(), actor, "stalled real-time actor cannot be replaced while its thread is stuck");
+            return false;
+        }
+        let arbiter = Arbiter::new();
+        let generator = self.start_generator(&arbiter.handle());
+        let mut actors = self.actors.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(actors) = actors.as_mut() else {
+            arbiter.stop();
+            return false;
+        };
+        actors.generator = generator;
+        // The stuck thread ends once its render returns, if it ever does.
+        std::mem::replace(&mut actors.generator_arbiter, arbiter).stop();
+        self.heartbeats.generator.idle();
+        tracing::warn!(station = %self.id(), "stalled generator replaced by a new one on a new thread");
         true
+    }
+
+    /// The PCM ring generation the mixer and encoder should be on.
+    pub(crate) fn pcm_generation(&self) -> u64 {
+        self.pcm_generation.load(Ordering::Acquire)
+    }
+
+    /// Holds the fallback loop on air and reports not ready (`true`), or goes back to music.
+    pub(crate) fn set_degraded(&self, degraded: bool) {
+        self.degraded.store(degraded, Ordering::Release);
+        self.metrics.degraded.set(i64::from(degraded));
+        if degraded {
+            self.global_metrics
+                .escalations
+                .with_label_values(&[self.id(), "degraded"])
+                .inc();
+            tracing::error!(station = %self.id(), "station degraded: fallback loop on air until the actors are calm");
+        } else {
+            tracing::warn!(station = %self.id(), "station recovered from the degraded state");
+        }
+    }
+
+    /// Whether the station gave up on restarts and holds its fallback loop on air.
+    pub fn is_degraded(&self) -> bool {
+        self.degraded.load(Ordering::Acquire)
+    }
+
+    /// Connects the station to its supervisor, which hears of every actor's death.
+    pub(crate) fn set_supervisor(&self, supervisor: Recipient<ChildExited>) {
+        *self
+            .supervisor
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(supervisor);
+    }
+
+    /// The actors the supervisor watches for stalls.
+    pub(crate) fn watched(&self) -> Vec<Watched> {
+        let realtime = std::time::Duration::from_millis(self.supervision.realtime_stall_ms);
+        vec![
+            Watched {
+                child: "mixer",
+                heartbeat: Arc::clone(&self.heartbeats.mixer),
+                stall_after: realtime,
+            },
+            Watched {
+                child: "encoder",
+                heartbeat: Arc::clone(&self.heartbeats.encoder),
+                stall_after: realtime,
+            },
+            Watched {
+                child: "generator",
+                heartbeat: Arc::clone(&self.heartbeats.generator),
+                stall_after: Duration::from_secs(self.supervision.generator_stall_seconds),
+            },
+        ]
     }
 
     /// Stops the station's actors and their threads.
@@ -320,21 +514,56 @@ impl Station {
                 actors.mixer,
                 actors.encoder,
             ));
+            actors.generator_arbiter.stop();
             for arbiter in actors.arbiters {
                 arbiter.stop();
             }
         }
     }
 
-    /// Counts a restart of one of this station's actors (`reason`: `panic`, `stopped`).
-    pub(crate) fn count_restart(&self, actor: &'static str, reason: &'static str) {
-        if reason != "panic" {
-            tracing::warn!(station = %self.id(), actor, reason, "actor restarting");
+    /// Counts a restart of one of this station's actors in
+    /// `sonicforge_actor_restarts_total`.
+    pub(crate) fn count_restart(&self, actor: &'static str, reason: ExitReason) {
+        if reason != ExitReason::Panicked {
+            tracing::warn!(station = %self.id(), actor, reason = reason.label(), "actor restarting");
         }
         self.global_metrics
             .actor_restarts
-            .with_label_values(&[self.id(), actor, reason])
+            .with_label_values(&[self.id(), actor, reason.label()])
             .inc();
+    }
+
+    /// An actor died (and was restarted in place or by actix): count it and tell the
+    /// station's supervisor, which applies restart intensity and escalation.
+    pub(crate) fn child_exited(&self, actor: &'static str, reason: ExitReason) {
+        self.count_restart(actor, reason);
+        let supervisor = self
+            .supervisor
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(supervisor) = supervisor {
+            supervisor.do_send(ChildExited {
+                child: actor,
+                reason,
+            });
+        }
+    }
+
+    /// Called from an actor's `Supervised::restarting`: an exit, unless a subtree
+    /// restart stopped the actor on purpose.
+    pub(crate) fn child_restarting(&self, actor: &'static str) {
+        let planned = {
+            let mut planned = self
+                .planned_restarts
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let index = planned.iter().position(|name| *name == actor);
+            index.map(|index| planned.swap_remove(index)).is_some()
+        };
+        if !planned {
+            self.child_exited(actor, ExitReason::Stopped);
+        }
     }
 
     /// Records that `actor` stopped; [`Station::actor_running`] measures the restart.
@@ -433,25 +662,21 @@ impl Station {
 }
 
 /// Runs one step of a station actor (a tick, a message). A panic inside it is caught:
-/// logged with its message and counted in `sonicforge_actor_restarts_total` with reason
-/// `panic`, and the actor goes on from the state kept outside it, instead of dying
-/// silently with a closed mailbox (what actix does with a panicking handler).
+/// logged with its message, counted in `sonicforge_actor_restarts_total` with reason
+/// `panic` and reported to the station's supervisor, and the actor goes on from the
+/// state kept outside it, instead of dying silently with a closed mailbox (what actix
+/// does with a panicking handler).
 pub(crate) fn run_guarded<R>(
     station: &Station,
     actor: &'static str,
     step: impl FnOnce() -> R,
 ) -> Option<R> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)) {
+    match crate::supervise::tree::catch_panic(step) {
         Ok(result) => Some(result),
-        Err(payload) => {
+        Err(message) => {
             let caught = Instant::now();
-            let message = payload
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic without a message".to_string());
             tracing::error!(station = %station.id(), actor, panic = %message, "actor panicked; restarted in place");
-            station.count_restart(actor, "panic");
+            station.child_exited(actor, ExitReason::Panicked);
             // Restarted in place: down only while the panic is reported.
             station.observe_restart(actor, caught.elapsed());
             None
@@ -539,9 +764,13 @@ mod tests {
     fn a_panicking_step_is_caught_and_counted_as_a_restart() {
         let config = crate::config::Config::load(None).unwrap();
         let metrics = Metrics::new();
-        let station =
-            Station::start_without_actors(config.stations[0].clone(), config.listeners, &metrics)
-                .unwrap();
+        let station = Station::start_without_actors(
+            config.stations[0].clone(),
+            config.listeners,
+            config.supervision,
+            &metrics,
+        )
+        .unwrap();
         let survived = run_guarded(&station, "mixer", || -> u32 { panic!("frame bug") });
         assert!(survived.is_none());
         assert_eq!(run_guarded(&station, "mixer", || 7), Some(7));

@@ -4,14 +4,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Supervised, WrapFuture};
+use actix::{Actor, ActorFutureExt, AsyncContext, Context, WrapFuture};
 use sonicforge_engine::generate::TrackRequest;
 use sonicforge_engine::mix::{QueuedTrack, RetiredConsumer, UpcomingProducer};
 
-use super::generator::{GeneratorActor, Render};
+use super::generator::Render;
 use super::{Station, TrackInfo};
 
 const TICK: Duration = Duration::from_millis(100);
+/// A render that has not answered by then is given up (the supervisor replaces a
+/// stalled generator long before).
+const RENDER_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Scheduler state that outlives the actor.
 #[derive(Debug)]
@@ -48,7 +51,6 @@ impl SchedulerParts {
 #[derive(Debug)]
 pub struct SchedulerActor {
     station: Arc<Station>,
-    generator: Addr<GeneratorActor>,
     parts: Option<SchedulerParts>,
     render_in_flight: bool,
 }
@@ -59,10 +61,9 @@ impl SchedulerActor {
         &self.station
     }
 
-    pub fn new(station: Arc<Station>, generator: Addr<GeneratorActor>) -> Self {
+    pub fn new(station: Arc<Station>) -> Self {
         Self {
             station,
-            generator,
             parts: None,
             render_in_flight: false,
         }
@@ -76,9 +77,15 @@ impl SchedulerActor {
         while parts.retired.pop().is_ok() {}
         let queued = parts.queued();
         self.station.metrics.upcoming_tracks.set(queued as i64);
-        if self.render_in_flight || queued >= self.station.config.upcoming_tracks {
+        if self.render_in_flight
+            || queued >= self.station.config.upcoming_tracks
+            || self.station.is_degraded()
+        {
             return;
         }
+        let Some(generator) = self.station.generator() else {
+            return;
+        };
         let playlist = &self.station.config.playlist;
         let prompt = playlist[(parts.plays % playlist.len() as u64) as usize].clone();
         let request = TrackRequest {
@@ -92,7 +99,7 @@ impl SchedulerActor {
         };
         parts.plays += 1;
         self.render_in_flight = true;
-        let render = self.generator.send(Render(request));
+        let render = generator.send(Render(request)).timeout(RENDER_TIMEOUT);
         ctx.spawn(render.into_actor(self).map(|result, actor, _ctx| {
             actor.render_in_flight = false;
             let track = match result {
@@ -146,12 +153,6 @@ impl Actor for SchedulerActor {
         if let Some(parts) = self.parts.take() {
             self.station.scheduler_parts.put(parts);
         }
-    }
-}
-
-impl Supervised for SchedulerActor {
-    fn restarting(&mut self, _ctx: &mut Context<Self>) {
-        self.station.count_restart("scheduler", "stopped");
     }
 }
 

@@ -7,6 +7,7 @@
 use actix::{Actor, ActorContext, Context, Handler, Message};
 use serde::{Deserialize, Serialize};
 
+use super::tree::Restart;
 use crate::station::{EncoderActor, GeneratorActor, MixerActor, SchedulerActor, Station};
 
 /// Which actor to kill.
@@ -17,6 +18,9 @@ pub enum ChaosActor {
     Generator,
     Mixer,
     Encoder,
+    EventWriter,
+    /// One WebSocket listener session; its client reconnects.
+    Listener,
 }
 
 impl ChaosActor {
@@ -26,8 +30,32 @@ impl ChaosActor {
             Self::Generator => "generator",
             Self::Mixer => "mixer",
             Self::Encoder => "encoder",
+            Self::EventWriter => "event_writer",
+            Self::Listener => "listener",
         }
     }
+}
+
+/// Which actor a chaos request killed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Killed {
+    pub station: String,
+    #[serde(rename = "killed")]
+    pub actor: ChaosActor,
+    pub mode: ChaosMode,
+    /// The listener's session id (as in its hello) when a listener was killed.
+    pub session: Option<u64>,
+}
+
+/// Why a chaos request killed nothing.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum KillError {
+    #[error("station {0} has no WebSocket listener to kill")]
+    NoListener(String),
+    #[error("station {0} is stopped")]
+    StationStopped(String),
+    #[error("station {0} has no event writer")]
+    NoEventWriter(String),
 }
 
 /// How it dies.
@@ -63,6 +91,13 @@ pub(crate) fn kill<A: Killable>(actor: &mut A, mode: ChaosMode, ctx: &mut Contex
     }
 }
 
+/// What a station actor does with [`Restart`]: it stops, and its supervisor starts it
+/// again (part of a subtree restart, not counted as an exit).
+pub(crate) fn restart<A: Killable>(actor: &mut A, ctx: &mut Context<A>) {
+    tracing::info!(station = %actor.station().id(), actor = A::NAME, "restarting for a subtree restart");
+    ctx.stop();
+}
+
 macro_rules! killable {
     ($actor:ty, $name:literal) => {
         impl Killable for $actor {
@@ -77,6 +112,20 @@ macro_rules! killable {
 
             fn handle(&mut self, Kill(mode): Kill, ctx: &mut Context<Self>) {
                 kill(self, mode, ctx);
+            }
+        }
+
+        impl Handler<Restart> for $actor {
+            type Result = ();
+
+            fn handle(&mut self, _: Restart, ctx: &mut Context<Self>) {
+                restart(self, ctx);
+            }
+        }
+
+        impl actix::Supervised for $actor {
+            fn restarting(&mut self, _ctx: &mut Context<Self>) {
+                self.station().child_restarting($name);
             }
         }
     };

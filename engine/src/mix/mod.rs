@@ -128,6 +128,10 @@ pub struct Mixer {
     skip_requested: bool,
     /// Samples per channel of music below the silence threshold, in a row.
     silent_samples: u64,
+    /// The fallback loop is held on air; the music waits where it was.
+    holding_fallback: bool,
+    /// The music comes back after a hold: announce the track on air again.
+    music_resumes: bool,
 }
 
 impl Mixer {
@@ -152,7 +156,23 @@ impl Mixer {
             on_air_epoch: FALLBACK_EPOCH,
             skip_requested: false,
             silent_samples: 0,
+            holding_fallback: false,
+            music_resumes: false,
         }
+    }
+
+    /// Holds the fallback loop on air (`true`), fading over from the music, or
+    /// lets the music fade back in where it stopped (`false`).
+    pub fn hold_fallback(&mut self, hold: bool) {
+        if self.holding_fallback && !hold {
+            self.music_resumes = true;
+        }
+        self.holding_fallback = hold;
+    }
+
+    /// Whether the fallback loop is held on air.
+    pub fn is_holding_fallback(&self) -> bool {
+        self.holding_fallback
     }
 
     /// Epoch of the track on air.
@@ -187,7 +207,15 @@ impl Mixer {
     /// Renders the next 20 ms frame into `out`.
     pub fn render(&mut self, out: &mut Frame) -> FrameReport {
         self.flush_retired_overflow();
-        let mut track_changed = false;
+        if self.holding_fallback && self.fallback_mix >= 1.0 {
+            return self.render_held_fallback(out);
+        }
+        let mut track_changed = std::mem::take(&mut self.music_resumes)
+            && self.current.is_some()
+            && self.on_air_epoch == FALLBACK_EPOCH;
+        if track_changed && let Some(playing) = &self.current {
+            self.on_air_epoch = playing.track.epoch;
+        }
 
         if self.current.is_none() {
             if let Some(crossfade) = self.crossfade.take() {
@@ -243,7 +271,11 @@ impl Mixer {
         }
         let dead_air = self.silent_samples > u64::from(self.options.silence_timeout_samples);
         // On dead air the loop replaces the (near-silent) music outright.
-        self.mix_fallback(out, if dead_air { 0 } else { music_frames });
+        self.mix_fallback(
+            out,
+            if dead_air { 0 } else { music_frames },
+            self.holding_fallback,
+        );
         if underrun && self.current.is_none() && self.crossfade.is_none() {
             track_changed |= self.on_air_epoch != FALLBACK_EPOCH;
             self.on_air_epoch = FALLBACK_EPOCH;
@@ -257,6 +289,21 @@ impl Mixer {
             crossfading,
             track_changed,
             dead_air,
+        }
+    }
+
+    /// A frame of the fallback loop alone, faded in from whatever played before.
+    fn render_held_fallback(&mut self, out: &mut Frame) -> FrameReport {
+        out.fill(0.0);
+        self.mix_fallback(out, 0, true);
+        let track_changed = self.on_air_epoch != FALLBACK_EPOCH;
+        self.on_air_epoch = FALLBACK_EPOCH;
+        FrameReport {
+            epoch: FALLBACK_EPOCH,
+            underrun: false,
+            crossfading: false,
+            track_changed,
+            dead_air: false,
         }
     }
 
@@ -316,13 +363,16 @@ impl Mixer {
     }
 
     /// Blends the fallback loop in or out. Frames after the end of the music
-    /// (`music_frames`) are filled by the loop, so dead air is never silent.
-    fn mix_fallback(&mut self, out: &mut Frame, music_frames: usize) {
+    /// (`music_frames`) are filled by the loop, so dead air is never silent; with
+    /// `toward_fallback` the loop fades in over the music (a held fallback).
+    fn mix_fallback(&mut self, out: &mut Frame, music_frames: usize, toward_fallback: bool) {
         let underrun = music_frames < FRAME_SAMPLES;
         let fade_step = FRAME_SAMPLES as f32 / self.options.fallback_fade_samples.max(1) as f32;
         let start = self.fallback_mix;
         let end = if underrun {
             1.0
+        } else if toward_fallback {
+            (start + fade_step).min(1.0)
         } else {
             (start - fade_step).max(0.0)
         };
@@ -516,6 +566,48 @@ mod tests {
         assert_eq!(report.epoch, 7);
         // After the fade the fallback is gone.
         for _ in 0..40 {
+            mixer.render(&mut frame);
+        }
+        assert!(frame.iter().all(|s| (*s - 0.5).abs() < 1e-6));
+    }
+
+    #[test]
+    fn a_held_fallback_fades_in_over_the_music_and_the_music_resumes_where_it_stopped() {
+        let (mut mixer, mut upcoming, _retired) = mixer_with(MixerOptions::default(), 0.25);
+        upcoming.push(constant_track(4, 10.0, 0.5)).unwrap();
+        let mut frame = SILENT_FRAME;
+        mixer.render(&mut frame);
+        mixer.hold_fallback(true);
+        let mut previous = frame[0];
+        let mut held_epoch_seen = false;
+        for _ in 0..50 {
+            let report = mixer.render(&mut frame);
+            // Equal-power fade: no step larger than one frame's share of the fade.
+            assert!(
+                (frame[0] - previous).abs() < 0.1,
+                "click: {previous} -> {}",
+                frame[0]
+            );
+            previous = frame[FRAME_LEN - 1];
+            held_epoch_seen |= report.epoch == FALLBACK_EPOCH;
+        }
+        assert!(held_epoch_seen);
+        assert!(frame.iter().all(|s| (*s - 0.25).abs() < 1e-6));
+        let held_remaining = mixer.current_remaining_samples();
+        for _ in 0..10 {
+            mixer.render(&mut frame);
+        }
+        assert_eq!(
+            mixer.current_remaining_samples(),
+            held_remaining,
+            "music advanced while held"
+        );
+
+        mixer.hold_fallback(false);
+        let report = mixer.render(&mut frame);
+        assert!(report.track_changed);
+        assert_eq!(report.epoch, 4);
+        for _ in 0..50 {
             mixer.render(&mut frame);
         }
         assert!(frame.iter().all(|s| (*s - 0.5).abs() < 1e-6));
