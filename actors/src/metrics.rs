@@ -35,6 +35,10 @@ pub struct Metrics {
     pub actor_restart_seconds: HistogramVec,
     pub escalations: IntCounterVec,
     pub station_degraded: IntGaugeVec,
+    pub events_written: IntCounterVec,
+    pub events_dropped: IntCounterVec,
+    pub events_pending: IntGaugeVec,
+    pub event_write_errors: IntCounterVec,
 }
 
 fn build<T: prometheus::core::Collector + Clone + 'static>(
@@ -224,6 +228,46 @@ impl Metrics {
                         "Times a station supervisor went past its restart intensity, by level: subtree_restart (every actor restarted) or degraded (fallback loop held on air).",
                     ),
                     &["station", "level"],
+                ),
+            ),
+            events_written: build(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "sonicforge_events_written_total",
+                        "Play events stored by the event writer.",
+                    ),
+                    &["station"],
+                ),
+            ),
+            events_dropped: build(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "sonicforge_events_dropped_total",
+                        "Play events dropped because the event queue was full (the store failed for long); alert on any.",
+                    ),
+                    &["station"],
+                ),
+            ),
+            events_pending: build(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "sonicforge_events_pending",
+                        "Play events taken from the queue and not stored yet.",
+                    ),
+                    &["station"],
+                ),
+            ),
+            event_write_errors: build(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "sonicforge_event_write_errors_total",
+                        "Failed writes of a batch of play events (retried).",
+                    ),
+                    &["station"],
                 ),
             ),
             station_degraded: build(

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::{Actor, Addr};
 use actix_web::{App, HttpServer, web};
@@ -69,6 +70,7 @@ impl Engine {
                 station_config.clone(),
                 config.listeners,
                 config.supervision,
+                config.server.data_dir.join("events.db"),
                 &metrics,
             )?);
         }
@@ -81,10 +83,12 @@ impl Engine {
         }
         let stations = Arc::new(stations);
         let config = Arc::new(config);
+        let salt = client_hash_salt(&config.server.data_dir);
         let state = web::Data::new(AppState::new(
             Arc::clone(&stations),
             metrics,
             Arc::clone(&config),
+            salt,
         ));
         let listener_config = config.listeners;
         let workers = match config.server.workers {
@@ -134,8 +138,40 @@ impl Engine {
         let result = self.server.await.map_err(ServerError::Serve);
         signals.abort();
         self.stations.stop_all();
+        // Listeners have left (the server drained): their last events are queued.
+        for station in self.stations.iter() {
+            station.flush_events(Duration::from_secs(5)).await;
+        }
         result
     }
+}
+
+/// The salt of listener address hashes, kept in the data directory so that a
+/// listener's hash stays the same across restarts; made on first use.
+fn client_hash_salt(data_dir: &std::path::Path) -> Vec<u8> {
+    use std::hash::{BuildHasher, Hasher};
+    let path = data_dir.join("client-hash-salt");
+    if let Ok(salt) = std::fs::read(&path)
+        && salt.len() >= 16
+    {
+        return salt;
+    }
+    let mut salt = Vec::with_capacity(32);
+    for part in 0..4u64 {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(part);
+        hasher.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| since.as_nanos()),
+        );
+        salt.extend_from_slice(&hasher.finish().to_le_bytes());
+    }
+    let stored = std::fs::create_dir_all(data_dir).and_then(|()| std::fs::write(&path, &salt));
+    if let Err(error) = stored {
+        tracing::warn!(path = %path.display(), %error, "cannot store the client hash salt; listener hashes change at restart");
+    }
+    salt
 }
 
 async fn wait_for_shutdown_signal() {

@@ -6,6 +6,7 @@
 //! lock-free rings (see [`ring`]).
 
 pub mod codec;
+pub mod events;
 pub mod frame;
 pub mod generate;
 pub mod mix;

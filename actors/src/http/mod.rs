@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::config::Config;
-use crate::listen::{ListenerSession, ogg_stream};
+use crate::listen::{ListenerOrigin, ListenerSession, ogg_stream};
 use crate::metrics::{ListenerMetrics, Metrics, TRANSPORT_HTTP, TRANSPORT_WEBSOCKET};
 use crate::station::{NowPlaying, Station, Stations};
 
@@ -25,15 +25,23 @@ pub struct AppState {
     pub metrics: Metrics,
     pub config: Arc<Config>,
     next_serial: AtomicU32,
+    /// Salt of the listeners' address hashes in play events.
+    pub client_hash_salt: Vec<u8>,
 }
 
 impl AppState {
-    pub fn new(stations: Arc<Stations>, metrics: Metrics, config: Arc<Config>) -> Self {
+    pub fn new(
+        stations: Arc<Stations>,
+        metrics: Metrics,
+        config: Arc<Config>,
+        client_hash_salt: Vec<u8>,
+    ) -> Self {
         Self {
             stations,
             metrics,
             config,
             next_serial: AtomicU32::new(0x5f0_0001),
+            client_hash_salt,
         }
     }
 
@@ -153,7 +161,8 @@ async fn websocket(
         TRANSPORT_WEBSOCKET,
         station.feeds[rendition].bitrate_kbps,
     );
-    ListenerSession::new(station, rendition, session, inbound, metrics).start();
+    let origin = ListenerOrigin::of(&req, &state.client_hash_salt);
+    ListenerSession::new(station, rendition, session, inbound, metrics, origin).start();
     Ok(response)
 }
 
@@ -161,6 +170,7 @@ async fn http_stream(
     state: web::Data<AppState>,
     id: web::Path<String>,
     query: web::Query<StreamQuery>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let station = Arc::clone(state.station(&id)?);
     let rendition = rendition_index(&station, query.bitrate)?;
@@ -181,7 +191,13 @@ async fn http_stream(
             header::HeaderName::from_static("x-content-type-options"),
             "nosniff",
         ))
-        .streaming(ogg_stream(station, rendition, serial, metrics)))
+        .streaming(ogg_stream(
+            station,
+            rendition,
+            serial,
+            metrics,
+            ListenerOrigin::of(&req, &state.client_hash_salt),
+        )))
 }
 
 /// A station as the API shows it.

@@ -13,9 +13,10 @@ use futures_util::Stream;
 use sonicforge_engine::codec::ogg::OggOpusMuxer;
 use sonicforge_engine::ring::PacketBuf;
 
-use super::{Cursor, CursorStep, DisconnectReason};
+use super::{Cursor, CursorStep, DisconnectReason, ListenerEvents, ListenerOrigin};
 use crate::metrics::ListenerMetrics;
 use crate::station::Station;
+use sonicforge_engine::events::Transport;
 
 const VENDOR: &str = concat!("SonicForge ", env!("CARGO_PKG_VERSION"));
 
@@ -26,10 +27,11 @@ struct HttpListenerGuard {
     deadline: Duration,
     /// Set when the server ends the stream itself.
     ended_by: Option<DisconnectReason>,
+    events: ListenerEvents,
 }
 
 impl HttpListenerGuard {
-    fn new(metrics: ListenerMetrics, deadline: Duration) -> Self {
+    fn new(metrics: ListenerMetrics, deadline: Duration, events: ListenerEvents) -> Self {
         metrics.listeners.inc();
         metrics.connects.inc();
         Self {
@@ -37,6 +39,7 @@ impl HttpListenerGuard {
             last_progress: Instant::now(),
             deadline,
             ended_by: None,
+            events,
         }
     }
 }
@@ -52,6 +55,7 @@ impl Drop for HttpListenerGuard {
         };
         self.metrics.listeners.dec();
         self.metrics.disconnected(reason.label());
+        self.events.left(reason);
     }
 }
 
@@ -73,6 +77,7 @@ pub fn ogg_stream(
     rendition: usize,
     serial: u32,
     metrics: ListenerMetrics,
+    origin: ListenerOrigin,
 ) -> impl Stream<Item = Result<Bytes, std::convert::Infallible>> + 'static {
     let config = station.listener_config;
     let feed = &station.feeds[rendition];
@@ -83,6 +88,13 @@ pub fn ogg_stream(
         guard: HttpListenerGuard::new(
             metrics,
             Duration::from_millis(u64::from(config.behind_deadline_ms)),
+            ListenerEvents::joined(
+                Arc::clone(&station),
+                super::next_session_id(),
+                Transport::Http,
+                feed.bitrate_kbps,
+                origin,
+            ),
         ),
         station,
         rendition,

@@ -11,12 +11,15 @@
 mod http;
 mod ws;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sonicforge_engine::events::{ClientHash, EventKind, Transport};
 use sonicforge_engine::frame::{FRAME_MS, frames_for_ms};
 use sonicforge_engine::ring::{PacketMeta, PacketRing, ReadOutcome};
 
 use crate::config::ListenerConfig;
+use crate::station::Station;
 
 pub use http::ogg_stream;
 pub use ws::ListenerSession;
@@ -48,6 +51,106 @@ impl DisconnectReason {
             Self::StationStopped => "station_stopped",
             Self::Killed => "killed",
         }
+    }
+}
+
+/// Who a listener is, for play events: a salted hash of the address, never the
+/// address itself, and the coarse family of its user agent.
+#[derive(Debug, Clone)]
+pub struct ListenerOrigin {
+    pub client_hash: ClientHash,
+    pub user_agent_family: &'static str,
+}
+
+impl ListenerOrigin {
+    pub fn of(req: &actix_web::HttpRequest, salt: &[u8]) -> Self {
+        let address = req
+            .peer_addr()
+            .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |peer| peer.ip());
+        let user_agent = req
+            .headers()
+            .get(actix_web::http::header::USER_AGENT)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("");
+        Self {
+            client_hash: ClientHash::from_address(address, salt),
+            user_agent_family: user_agent_family(user_agent),
+        }
+    }
+}
+
+/// A browser or player family from a User-Agent header; never more than that.
+pub fn user_agent_family(user_agent: &str) -> &'static str {
+    const FAMILIES: [(&str, &str); 12] = [
+        ("Edg/", "edge"),
+        ("OPR/", "opera"),
+        ("Firefox/", "firefox"),
+        ("Chromium/", "chrome"),
+        ("Chrome/", "chrome"),
+        ("Safari/", "safari"),
+        ("VLC/", "vlc"),
+        ("mpv", "mpv"),
+        ("Lavf/", "ffmpeg"),
+        ("curl/", "curl"),
+        ("sonicforge-loadtests", "sonicforge-loadtests"),
+        ("python", "python"),
+    ];
+    FAMILIES
+        .iter()
+        .find(|(marker, _)| user_agent.contains(marker))
+        .map_or(
+            if user_agent.is_empty() {
+                "none"
+            } else {
+                "other"
+            },
+            |(_, family)| family,
+        )
+}
+
+/// A listener's play events: `listener_joined` when made, `listener_left` when it ends.
+#[derive(Debug)]
+pub(crate) struct ListenerEvents {
+    station: Arc<Station>,
+    session_id: String,
+    transport: Transport,
+    rendition_kbps: u32,
+    joined_at: std::time::Instant,
+}
+
+impl ListenerEvents {
+    pub(crate) fn joined(
+        station: Arc<Station>,
+        session: u64,
+        transport: Transport,
+        rendition_kbps: u32,
+        origin: ListenerOrigin,
+    ) -> Self {
+        let session_id = session.to_string();
+        station.emit(EventKind::ListenerJoined {
+            session_id: session_id.clone(),
+            transport,
+            rendition_kbps,
+            client_hash: origin.client_hash,
+            user_agent_family: origin.user_agent_family.to_string(),
+        });
+        Self {
+            station,
+            session_id,
+            transport,
+            rendition_kbps,
+            joined_at: std::time::Instant::now(),
+        }
+    }
+
+    pub(crate) fn left(&self, reason: DisconnectReason) {
+        self.station.emit(EventKind::ListenerLeft {
+            session_id: self.session_id.clone(),
+            transport: self.transport,
+            rendition_kbps: self.rendition_kbps,
+            listened_ms: self.joined_at.elapsed().as_millis() as u64,
+            disconnect_reason: reason.label().to_string(),
+        });
     }
 }
 

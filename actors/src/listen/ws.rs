@@ -22,11 +22,12 @@ use sonicforge_engine::codec::wire::{FLAG_DISCONTINUITY, WIRE_HEADER_LEN, WireHe
 use sonicforge_engine::frame::{CHANNELS, FRAME_SAMPLES, SAMPLE_RATE};
 use sonicforge_engine::ring::PacketBuf;
 
-use super::{Cursor, CursorStep, DisconnectReason};
+use super::{Cursor, CursorStep, DisconnectReason, ListenerEvents, ListenerOrigin};
 use crate::metrics::ListenerMetrics;
 use crate::station::{NowPlaying, Station};
 use crate::supervise::chaos::{ChaosMode, Kill};
 use crate::supervise::tree::{ExitReason, catch_panic};
+use sonicforge_engine::events::Transport;
 
 /// Largest message a listener may send us (pings, a close); anything larger is a protocol error.
 const MAX_INBOUND_FRAME: usize = 4096;
@@ -118,6 +119,8 @@ pub struct ListenerSession {
     connected_at: Instant,
     send_wait: Rc<SendWait>,
     client_lag: Rc<ClientLag>,
+    origin: Option<ListenerOrigin>,
+    events: Option<ListenerEvents>,
 }
 
 impl std::fmt::Debug for ListenerSession {
@@ -142,8 +145,11 @@ impl ListenerSession {
         session: Session,
         inbound: MessageStream,
         metrics: ListenerMetrics,
+        origin: ListenerOrigin,
     ) -> Self {
         Self {
+            origin: Some(origin),
+            events: None,
             id: super::next_session_id(),
             station,
             rendition,
@@ -179,6 +185,15 @@ impl Actor for ListenerSession {
         self.metrics.connects.inc();
         self.station
             .listener_joined(self.id, ctx.address().recipient());
+        if let Some(origin) = self.origin.take() {
+            self.events = Some(ListenerEvents::joined(
+                Arc::clone(&self.station),
+                self.id,
+                Transport::Websocket,
+                self.station.feeds[self.rendition].bitrate_kbps,
+                origin,
+            ));
+        }
         let (Some(session), Some(inbound)) = (self.session.clone(), self.inbound.take()) else {
             ctx.stop();
             return;
@@ -208,6 +223,9 @@ impl Actor for ListenerSession {
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         let reason = self.reason.unwrap_or(DisconnectReason::ClientClosed);
         self.station.listener_left(self.id);
+        if let Some(events) = &self.events {
+            events.left(reason);
+        }
         self.metrics.listeners.dec();
         self.metrics.disconnected(reason.label());
         tracing::debug!(

@@ -11,6 +11,7 @@
 //! restarted actor takes up where its predecessor stopped.
 
 mod encoder;
+mod event_writer;
 mod generator;
 mod mixer;
 mod scheduler;
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::{Addr, Arbiter, ArbiterHandle, Recipient, Supervisor};
 use sonicforge_engine::codec::opus::OpusEncoder;
+use sonicforge_engine::events::{EventKind, PlayEvent};
 use sonicforge_engine::frame::{CHANNELS, SAMPLE_RATE, frames_for_ms};
 use sonicforge_engine::generate::{Generator as _, ProceduralGenerator, TrackRequest};
 use sonicforge_engine::mix::{Mixer, MixerOptions, retired_queue, upcoming_queue};
@@ -36,6 +38,7 @@ use crate::supervise::chaos::{ChaosActor, ChaosMode, Kill, KillError, Killed};
 use crate::supervise::tree::{ChildExited, ExitReason, Heartbeat, Restart, Watched};
 
 pub use encoder::EncoderActor;
+pub use event_writer::{EventQueue, EventWriterActor, Flush};
 pub use generator::GeneratorActor;
 pub use mixer::MixerActor;
 pub use scheduler::SchedulerActor;
@@ -150,6 +153,9 @@ pub struct Station {
     pub(crate) scheduler_parts: Slot<scheduler::SchedulerParts>,
     pub(crate) mixer_parts: Slot<mixer::MixerParts>,
     pub(crate) encoder_parts: Slot<encoder::EncoderParts>,
+    pub(crate) event_writer_parts: Slot<event_writer::EventWriterParts>,
+    /// Play events go here, to the event writer; handing one over never waits.
+    pub events: EventQueue,
     /// The PCM ring between mixer and encoder: the generation now wired, and the ends
     /// of a newer ring waiting for the mixer and the encoder to take them.
     pcm_generation: AtomicU64,
@@ -162,6 +168,8 @@ pub struct Station {
     planned_restarts: Mutex<Vec<&'static str>>,
     /// Restarts did not help: the fallback loop is held on air and the station is not ready.
     degraded: AtomicBool,
+    /// The event writer and its thread once the other actors stopped.
+    event_writer: Mutex<Option<(Addr<EventWriterActor>, Arbiter)>>,
     /// WebSocket listener sessions by session id, for chaos kills.
     listeners: Mutex<BTreeMap<u64, Recipient<Kill>>>,
     actors: Mutex<Option<StationActors>>,
@@ -181,6 +189,9 @@ struct StationActors {
     generator: Addr<GeneratorActor>,
     mixer: Addr<MixerActor>,
     encoder: Addr<EncoderActor>,
+    event_writer: Addr<EventWriterActor>,
+    /// Outlives the other actors at shutdown, to store the last events.
+    event_arbiter: Arbiter,
     generator_arbiter: Arbiter,
     arbiters: Vec<Arbiter>,
 }
@@ -191,9 +202,12 @@ impl Station {
         config: StationConfig,
         listener_config: ListenerConfig,
         supervision: SupervisionConfig,
+        events_path: std::path::PathBuf,
         metrics: &Metrics,
     ) -> Result<Arc<Self>, StationError> {
-        let station = Self::start_without_actors(config, listener_config, supervision, metrics)?;
+        let station =
+            Self::start_without_actors(config, listener_config, supervision, events_path, metrics)?;
+        station.emit(EventKind::StationStarted);
         station.start_actors();
         tracing::info!(station = %station.config.id, renditions = ?station.config.renditions_kbps, "station started");
         Ok(station)
@@ -205,6 +219,7 @@ impl Station {
         config: StationConfig,
         listener_config: ListenerConfig,
         supervision: SupervisionConfig,
+        events_path: std::path::PathBuf,
         metrics: &Metrics,
     ) -> Result<Arc<Self>, StationError> {
         let station_metrics =
@@ -255,7 +270,21 @@ impl Station {
         }
 
         let seed = config.seed.unwrap_or_else(unix_ms_now);
+        let station_label = [config.id.as_str()];
+        let (events, event_receiver) =
+            EventQueue::new(metrics.events_dropped.with_label_values(&station_label));
+        let event_writer_parts = event_writer::EventWriterParts::new(
+            event_receiver,
+            events_path,
+            event_writer::EventWriterMetrics {
+                written: metrics.events_written.with_label_values(&station_label),
+                pending: metrics.events_pending.with_label_values(&station_label),
+                write_errors: metrics.event_write_errors.with_label_values(&station_label),
+            },
+        );
         let station = Arc::new(Self {
+            event_writer_parts: Slot::new(event_writer_parts),
+            events,
             scheduler_parts: Slot::new(scheduler::SchedulerParts::new(
                 upcoming_producer,
                 retired_consumer,
@@ -288,6 +317,7 @@ impl Station {
             planned_restarts: Mutex::new(Vec::new()),
             degraded: AtomicBool::new(false),
             listeners: Mutex::new(BTreeMap::new()),
+            event_writer: Mutex::new(None),
             actors: Mutex::new(None),
         });
         Ok(station)
@@ -298,6 +328,7 @@ impl Station {
         let mixer_arbiter = Arbiter::new();
         let encoder_arbiter = Arbiter::new();
         let control_arbiter = Arbiter::new();
+        let event_arbiter = Arbiter::new();
 
         let generator = self.start_generator(&generator_arbiter.handle());
         let scheduler = {
@@ -316,12 +347,21 @@ impl Station {
                 EncoderActor::new(station)
             })
         };
+        let event_writer = {
+            let station = Arc::clone(self);
+            Supervisor::start_in_arbiter(&event_arbiter.handle(), move |_| {
+                EventWriterActor::new(station)
+            })
+        };
         *self.actors.lock().unwrap_or_else(PoisonError::into_inner) = Some(StationActors {
             scheduler,
             generator,
             mixer,
             encoder,
+            event_writer,
+            event_arbiter,
             generator_arbiter,
+            // The control arbiter stays last: `control_arbiter` hands it out.
             arbiters: vec![mixer_arbiter, encoder_arbiter, control_arbiter],
         });
     }
@@ -373,7 +413,7 @@ impl Station {
             ChaosActor::Generator => actors.generator.do_send(Kill(mode)),
             ChaosActor::Mixer => actors.mixer.do_send(Kill(mode)),
             ChaosActor::Encoder => actors.encoder.do_send(Kill(mode)),
-            ChaosActor::EventWriter => return Err(KillError::NoEventWriter(self.id().to_string())),
+            ChaosActor::EventWriter => actors.event_writer.do_send(Kill(mode)),
             ChaosActor::Listener => {}
         }
         Ok(killed(None))
@@ -413,7 +453,8 @@ impl Station {
         self.planned_restarts
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .extend(["scheduler", "generator", "mixer", "encoder"]);
+            .extend(["scheduler", "generator", "mixer", "encoder", "event_writer"]);
+        actors.event_writer.do_send(Restart);
         actors.scheduler.do_send(Restart);
         actors.generator.do_send(Restart);
         actors.mixer.do_send(Restart);
@@ -499,7 +540,36 @@ impl Station {
         ]
     }
 
-    /// Stops the station's actors and their threads.
+    /// Hands a play event of this station to its event writer; never waits.
+    pub fn emit(&self, kind: EventKind) {
+        self.events.emit(PlayEvent::new(self.id(), kind));
+    }
+
+    /// Stores every play event queued so far, then stops the event writer (the last
+    /// step of a shutdown, after [`Station::stop`] and after the listeners left);
+    /// waits at most `timeout`.
+    pub async fn flush_events(&self, timeout: Duration) {
+        let writer = {
+            let mut writer = self
+                .event_writer
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            writer.take()
+        };
+        let Some((writer, arbiter)) = writer else {
+            return;
+        };
+        if tokio::time::timeout(timeout, writer.send(Flush))
+            .await
+            .is_err()
+        {
+            tracing::error!(station = %self.id(), "play events not flushed in time at shutdown");
+        }
+        arbiter.stop();
+    }
+
+    /// Stops the station's actors and their threads, all but the event writer, which
+    /// [`Station::flush_events`] stops.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
         if let Some(actors) = self
@@ -508,6 +578,12 @@ impl Station {
             .unwrap_or_else(PoisonError::into_inner)
             .take()
         {
+            self.emit(EventKind::StationStopped);
+            *self
+                .event_writer
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) =
+                Some((actors.event_writer, actors.event_arbiter));
             drop((
                 actors.scheduler,
                 actors.generator,
@@ -531,6 +607,10 @@ impl Station {
             .actor_restarts
             .with_label_values(&[self.id(), actor, reason.label()])
             .inc();
+        self.emit(EventKind::ActorRestarted {
+            actor: actor.to_string(),
+            reason: reason.label().to_string(),
+        });
     }
 
     /// An actor died (and was restarted in place or by actix): count it and tell the
@@ -768,6 +848,7 @@ mod tests {
             config.stations[0].clone(),
             config.listeners,
             config.supervision,
+            std::env::temp_dir().join("sonicforge-station-test-events.db"),
             &metrics,
         )
         .unwrap();

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, ActorFutureExt, AsyncContext, Context, WrapFuture};
+use sonicforge_engine::events::{EndReason, EventKind, TrackSource};
+use sonicforge_engine::frame::SAMPLE_RATE;
 use sonicforge_engine::generate::TrackRequest;
 use sonicforge_engine::mix::{QueuedTrack, RetiredConsumer, UpcomingProducer};
 
@@ -25,6 +27,10 @@ pub(crate) struct SchedulerParts {
     /// Plays scheduled so far; picks the playlist item and the seed.
     plays: u64,
     next_epoch: u32,
+    /// The epoch whose play events were emitted last, and its track with the sample
+    /// timestamp at which it went on air.
+    announced_epoch: u32,
+    announced: Option<(Arc<TrackInfo>, u64)>,
 }
 
 impl SchedulerParts {
@@ -39,6 +45,8 @@ impl SchedulerParts {
             station_seed,
             plays: 0,
             next_epoch: 1,
+            announced_epoch: sonicforge_engine::mix::FALLBACK_EPOCH,
+            announced: None,
         }
     }
 
@@ -75,6 +83,7 @@ impl SchedulerActor {
         };
         // Finished tracks are freed here, never on the mixer's thread.
         while parts.retired.pop().is_ok() {}
+        announce_track_changes(&self.station, parts);
         let queued = parts.queued();
         self.station.metrics.upcoming_tracks.set(queued as i64);
         if self.render_in_flight
@@ -124,6 +133,35 @@ impl SchedulerActor {
                 parts.next_epoch = parts.next_epoch.wrapping_add(1).max(1);
             }
         }));
+    }
+}
+
+/// Emits `track_ended` and `track_started` play events when the mixer put another
+/// epoch on air since the last tick.
+fn announce_track_changes(station: &Station, parts: &mut SchedulerParts) {
+    let epoch = station.board.on_air_epoch();
+    if epoch == parts.announced_epoch {
+        return;
+    }
+    let since_pts = station.board.on_air_since_pts();
+    if let Some((track, started_pts)) = parts.announced.take() {
+        station.emit(EventKind::TrackEnded {
+            track_id: track.track_id.clone(),
+            played_ms: since_pts.saturating_sub(started_pts) * 1000 / u64::from(SAMPLE_RATE),
+            reason: EndReason::Finished,
+        });
+    }
+    parts.announced_epoch = epoch;
+    if let Some(track) = station.board.get(epoch) {
+        station.emit(EventKind::TrackStarted {
+            track_id: track.track_id.clone(),
+            title: track.title.clone(),
+            source: TrackSource::Prompt(track.prompt.clone()),
+            generator: track.generator.clone(),
+            duration_ms: track.duration_ms,
+            mastering: None,
+        });
+        parts.announced = Some((track, since_pts));
     }
 }
 

@@ -88,6 +88,11 @@ impl TrackBoard {
         self.on_air_epoch.load(Ordering::Acquire)
     }
 
+    /// Sample timestamp at which the epoch on air took over.
+    pub fn on_air_since_pts(&self) -> u64 {
+        self.on_air_since_pts.load(Ordering::Relaxed)
+    }
+
     /// The track on air, or `None` while the fallback loop plays.
     pub fn now_playing(&self) -> Option<NowPlaying> {
         let epoch = self.on_air_epoch();

@@ -8,7 +8,9 @@ use actix::{Actor, ActorContext, Context, Handler, Message};
 use serde::{Deserialize, Serialize};
 
 use super::tree::Restart;
-use crate::station::{EncoderActor, GeneratorActor, MixerActor, SchedulerActor, Station};
+use crate::station::{
+    EncoderActor, EventWriterActor, GeneratorActor, MixerActor, SchedulerActor, Station,
+};
 
 /// Which actor to kill.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -54,8 +56,6 @@ pub enum KillError {
     NoListener(String),
     #[error("station {0} is stopped")]
     StationStopped(String),
-    #[error("station {0} has no event writer")]
-    NoEventWriter(String),
 }
 
 /// How it dies.
@@ -135,3 +135,4 @@ killable!(SchedulerActor, "scheduler");
 killable!(GeneratorActor, "generator");
 killable!(MixerActor, "mixer");
 killable!(EncoderActor, "encoder");
+killable!(EventWriterActor, "event_writer");

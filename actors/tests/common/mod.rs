@@ -30,6 +30,8 @@ pub struct Engine {
     pub base_url: String,
     pub addr: String,
     pub log: PathBuf,
+    /// The engine's data directory (play events).
+    pub data_dir: PathBuf,
     _dir: TempDir,
 }
 
@@ -74,12 +76,32 @@ impl Engine {
             base_url,
             addr,
             log,
+            data_dir: dir.path.join("data"),
             _dir: dir,
         }
     }
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Stops the engine the way an operator does (SIGTERM) and waits for it to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        for _ in 0..200 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "the engine did not exit within 10 s of SIGTERM; log:\n{}",
+            self.log_text()
+        );
     }
 
     /// Resident memory of the engine process in KiB.
