@@ -9,6 +9,9 @@ BIN_DEBUG := $(CARGO_TARGET_DIR)/debug/sonicforge
 BROWSER_TESTS := actors/tests/browser
 LISTENERS ?= 1000
 SECONDS ?= 60
+KILLS ?= 100
+CHAOS_SECONDS ?= 300
+CHAOS_LISTENERS ?= 200
 
 .DEFAULT_GOAL := help
 
@@ -39,7 +42,15 @@ test: ## Format and lint checks, every test, and the browser test (installs what
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 	$(CARGO) build --locked --workspace --all-targets
 	$(CARGO) test --locked --workspace
+	$(MAKE) --no-print-directory test-chaos
 	$(MAKE) --no-print-directory test-browser
+
+.PHONY: test-chaos
+test-chaos: ## Short seeded chaos run: about 20 kills in 60 s under 200 decoding WebSocket listeners
+	@scripts/install-deps.sh build
+	$(CARGO) build --locked -p sonicforge-actors --bin sonicforge -p sonicforge-loadtests
+	BIN_DIR=$(CARGO_TARGET_DIR)/debug scripts/chaos.sh 20 60 $(CHAOS_LISTENERS) \
+		--report $(CARGO_TARGET_DIR)/chaos-short.json
 
 .PHONY: test-browser
 test-browser: ## Play a station in headless Chromium through the web player
@@ -56,6 +67,12 @@ bench: deps ## Run the criterion benchmarks (generator, mixer, encoder, rings)
 loadtest: build ## Swarm of LISTENERS WebSocket listeners for SECONDS against a fresh release engine
 	$(CARGO) build --release --locked -p sonicforge-loadtests
 	scripts/loadtest.sh $(LISTENERS) $(SECONDS)
+
+.PHONY: chaos
+chaos: build ## Full seeded chaos run: KILLS kills over CHAOS_SECONDS under CHAOS_LISTENERS listeners (SEED=N replays)
+	$(CARGO) build --release --locked -p sonicforge-loadtests
+	scripts/chaos.sh $(KILLS) $(CHAOS_SECONDS) $(CHAOS_LISTENERS) --assert-restart-latency \
+		--report $(CARGO_TARGET_DIR)/chaos-full.json $(if $(SEED),--seed $(SEED))
 
 .PHONY: fmt
 fmt: ## Format the code

@@ -13,6 +13,8 @@ report=${REPORT:-$target/loadtest-$transport-$listeners.json}
 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 log=$(mktemp)
+# Play events of the run go to a scratch directory, not the clone.
+export SONICFORGE_DATA_DIR=${SONICFORGE_DATA_DIR:-$(mktemp -d)}
 "$engine" run --listen 127.0.0.1:0 >"$log.out" 2>"$log" &
 engine_pid=$!
 trap 'kill $engine_pid 2>/dev/null || true; wait $engine_pid 2>/dev/null || true' EXIT

@@ -132,4 +132,21 @@ fn init_logging() {
     } else {
         builder.init();
     }
+    // Panics go to the log as one structured line where they happened; supervision
+    // then logs what it did about it. A backtrace comes with RUST_BACKTRACE=1.
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|location| location.to_string())
+            .unwrap_or_default();
+        let backtrace = std::backtrace::Backtrace::capture();
+        let thread = std::thread::current();
+        let thread = thread.name().unwrap_or("unnamed");
+        let message = sonicforge_actors::supervise::tree::panic_message(info.payload());
+        if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+            tracing::error!(%location, thread, %backtrace, "panic: {}", message);
+        } else {
+            tracing::error!(%location, thread, "panic: {}", message);
+        }
+    }));
 }

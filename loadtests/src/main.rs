@@ -3,7 +3,12 @@
 //! `swarm` opens many WebSocket and/or HTTP listeners on one thread, measures time to
 //! first audio, gaps, latency, skips and how each session ended, samples the server's
 //! CPU and memory, and prints a table (and writes a JSON report).
+//!
+//! `chaos` kills the station's actors on a seeded schedule while listeners decode the
+//! stream, puts every gap, flag and silence down to a kill, and checks restarts,
+//! escalations and memory; it exits non-zero when a check fails.
 
+mod chaos;
 mod http1;
 mod listener;
 mod ogg;
@@ -12,6 +17,8 @@ mod report;
 mod swarm;
 mod target;
 mod wire;
+
+use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -31,12 +38,47 @@ struct Cli {
 enum Command {
     /// Ramp up a swarm of listeners, hold them for a while, report what they heard.
     Swarm(swarm::SwarmArgs),
+    /// Kill actors on a seeded schedule while listeners decode the stream; check that
+    /// no kill is heard beyond what its kind allows.
+    Chaos(chaos::ChaosArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Swarm(args) => run_swarm(&args),
+        Command::Swarm(args) => run_swarm(&args).map(|()| ExitCode::SUCCESS),
+        Command::Chaos(args) => run_chaos(&args),
+    }
+}
+
+fn run_chaos(args: &chaos::ChaosArgs) -> anyhow::Result<ExitCode> {
+    let seed = args.seed.unwrap_or_else(chaos::rng::seed_from_clock);
+    println!("chaos seed: {seed}");
+    let failed = || println!("chaos run failed (replay with --seed {seed})");
+    // One thread, as for the swarm: the listeners and the kill schedule share it, and
+    // the other cores stay with the engine.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let local = tokio::task::LocalSet::new();
+    let report = match local.block_on(&runtime, chaos::run(args, seed)) {
+        Ok(report) => report,
+        Err(error) => {
+            failed();
+            return Err(error.into());
+        }
+    };
+    print!("{}", report.table());
+    if let Some(path) = &args.report {
+        report.write_json(path)?;
+        println!("report written to {path}");
+    }
+    if report.passed {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        failed();
+        Ok(ExitCode::FAILURE)
     }
 }
 

@@ -98,6 +98,10 @@ impl ClockMapping {
 pub struct Hello {
     #[serde(rename = "type")]
     pub kind: String,
+    /// The engine's id for this session; a chaos kill of a listener names it. Absent
+    /// from engines that do not send it.
+    #[serde(default)]
+    pub session: Option<u64>,
     pub codec: String,
     pub sample_rate: u32,
     pub channels: u32,
@@ -253,6 +257,16 @@ mod tests {
                 pts: 96_000,
                 unix_ms: 1_700_000_000_000
             })
+        );
+    }
+
+    #[test]
+    fn hello_gives_the_session_id_when_the_engine_sends_one() {
+        assert_eq!(Hello::parse(HELLO, "main", 128).unwrap().session, None);
+        let with_session = HELLO.replace(r#""type":"hello","#, r#""type":"hello","session":42,"#);
+        assert_eq!(
+            Hello::parse(&with_session, "main", 128).unwrap().session,
+            Some(42)
         );
     }
 

@@ -647,11 +647,16 @@ impl Station {
     }
 
     /// Records that `actor` stopped; [`Station::actor_running`] measures the restart.
+    /// The earliest record wins: a chaos kill records the kill itself, before the
+    /// actor's `stopped` does, so the latency runs from kill to running again.
     pub(crate) fn actor_stopped(&self, actor: &'static str) {
-        self.stopped_actors
+        let mut stopped = self
+            .stopped_actors
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push((actor, Instant::now()));
+            .unwrap_or_else(PoisonError::into_inner);
+        if !stopped.iter().any(|(name, _)| *name == actor) {
+            stopped.push((actor, Instant::now()));
+        }
     }
 
     /// Called when `actor` (re)starts: observes how long it was down, if it was.

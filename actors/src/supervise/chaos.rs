@@ -82,7 +82,10 @@ pub(crate) trait Killable: Actor<Context = Context<Self>> {
 pub(crate) fn kill<A: Killable>(actor: &mut A, mode: ChaosMode, ctx: &mut Context<A>) {
     tracing::warn!(station = %actor.station().id(), actor = A::NAME, ?mode, "chaos: killing actor");
     match mode {
-        ChaosMode::Stop => ctx.stop(),
+        ChaosMode::Stop => {
+            actor.station().actor_stopped(A::NAME);
+            ctx.stop();
+        }
         ChaosMode::Panic => {
             crate::station::run_guarded(actor.station(), A::NAME, || -> () {
                 panic!("chaos: injected panic in the {}", A::NAME)

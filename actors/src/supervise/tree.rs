@@ -307,11 +307,15 @@ impl<S: Subtree> Handler<StopSupervisor> for SubtreeSupervisor<S> {
 
 /// Catches a panic in `step`, returning its message instead.
 pub fn catch_panic<R>(step: impl FnOnce() -> R) -> Result<R, String> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)).map_err(|payload| {
-        payload
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic without a message".to_string())
-    })
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(step))
+        .map_err(|payload| panic_message(payload.as_ref()).to_string())
+}
+
+/// The message a panic was raised with.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message")
 }
