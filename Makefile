@@ -50,7 +50,7 @@ test-chaos: ## Short seeded chaos run: about 20 kills in 60 s under 200 decoding
 	@scripts/install-deps.sh build
 	$(CARGO) build --locked -p sonicforge-actors --bin sonicforge -p sonicforge-loadtests
 	BIN_DIR=$(CARGO_TARGET_DIR)/debug scripts/chaos.sh 20 60 $(CHAOS_LISTENERS) \
-		--report $(CARGO_TARGET_DIR)/chaos-short.json
+		--baseline-secs 20 --quiet-secs 20 --report $(CARGO_TARGET_DIR)/chaos-short.json
 
 .PHONY: test-browser
 test-browser: ## Play a station in headless Chromium through the web player
@@ -72,7 +72,7 @@ loadtest: build ## Swarm of LISTENERS WebSocket listeners for SECONDS against a 
 chaos: build ## Full seeded chaos run: KILLS kills over CHAOS_SECONDS under CHAOS_LISTENERS listeners (SEED=N replays)
 	$(CARGO) build --release --locked -p sonicforge-loadtests
 	scripts/chaos.sh $(KILLS) $(CHAOS_SECONDS) $(CHAOS_LISTENERS) --assert-restart-latency \
-		--report $(CARGO_TARGET_DIR)/chaos-full.json $(if $(SEED),--seed $(SEED))
+		--baseline-secs 30 --quiet-secs 30 --report $(CARGO_TARGET_DIR)/chaos-full.json $(if $(SEED),--seed $(SEED))
 
 .PHONY: fmt
 fmt: ## Format the code

@@ -2,8 +2,10 @@
 //! are killed on a schedule drawn from a seed, then every gap, flag and silence is put
 //! down to a kill and checked against what that kind of kill may cost.
 //!
-//! Phases: baseline (listeners connect and settle; server RSS and a metrics snapshot),
-//! faults (the kills), heal and quiet (no kills; RSS at the end of quiet), checks.
+//! Phases: baseline (listeners connect and settle; the server's peak RSS while they
+//! settle, and a metrics snapshot), faults (the kills), heal and quiet (no kills; the
+//! peak RSS over quiet), checks. Peaks over windows at least one track long compare
+//! like with like: whole track buffers come and go as tracks are rendered and retired.
 
 mod attribution;
 mod engine_api;
@@ -31,6 +33,24 @@ use crate::listener::EndReason;
 use crate::proc_stats::{self, ProcError};
 use crate::swarm::{MAX_DURATION_SECS, MAX_LISTENERS};
 use crate::target::{TargetError, TargetUrl};
+
+/// How often the server's RSS is sampled in the baseline and quiet windows.
+const RSS_EVERY: Duration = Duration::from_millis(500);
+
+/// The peak RSS of process `pid` (when given) sampled from now until `until`.
+async fn peak_rss(pid: Option<u32>, until: Instant) -> Result<Option<u64>, ProcError> {
+    let Some(pid) = pid else {
+        tokio::time::sleep_until(until.into()).await;
+        return Ok(None);
+    };
+    let mut peak = proc_stats::sample(pid)?.rss_bytes;
+    while Instant::now() + RSS_EVERY <= until {
+        tokio::time::sleep(RSS_EVERY).await;
+        peak = peak.max(proc_stats::sample(pid)?.rss_bytes);
+    }
+    tokio::time::sleep_until(until.into()).await;
+    Ok(Some(peak.max(proc_stats::sample(pid)?.rss_bytes)))
+}
 
 /// How long to wait for `/readyz` before the run.
 const READY_WAIT: Duration = Duration::from_secs(30);
@@ -262,12 +282,9 @@ pub async fn run(args: &ChaosArgs, seed: u64) -> Result<ChaosReport, ChaosError>
             slot,
         )));
     }
-    tokio::time::sleep_until(faults_start.into()).await;
-    let rss_baseline = args
-        .server_pid
-        .map(proc_stats::sample)
-        .transpose()?
-        .map(|sample| sample.rss_bytes);
+    // Settled: the second half of the baseline. RSS is the peak over the window, so
+    // that whole track buffers coming and going compare like with like.
+    let rss_baseline = peak_rss(args.server_pid, faults_start).await?;
     let metrics_before = engine.metrics().await?;
 
     // Faults.
@@ -315,8 +332,7 @@ pub async fn run(args: &ChaosArgs, seed: u64) -> Result<ChaosReport, ChaosError>
     );
     tokio::time::sleep_until(heal_end.into()).await;
     let ready_after_heal = engine.is_ready().await;
-    tokio::time::sleep_until(quiet_end.into()).await;
-    let rss_end = args.server_pid.map(proc_stats::sample);
+    let rss_end = peak_rss(args.server_pid, quiet_end).await;
     let metrics_after = engine.metrics().await;
 
     let finish_by = TokioInstant::from_std(quiet_end + LISTEN_PAST_QUIET + FINISH_GRACE);
@@ -364,9 +380,8 @@ pub async fn run(args: &ChaosArgs, seed: u64) -> Result<ChaosReport, ChaosError>
         warnings,
     };
     match rss_end {
-        Some(Ok(sample)) => report.server.rss_end_mib = Some(mib(sample.rss_bytes)),
-        Some(Err(error)) => report.server.rss_error = Some(error.to_string()),
-        None => {}
+        Ok(peak) => report.server.rss_end_mib = peak.map(mib),
+        Err(error) => report.server.rss_error = Some(error.to_string()),
     }
     let (attribution, listeners) = hearing(&made, &sessions, args.listeners, aborted);
     report.listeners = listeners;

@@ -9,7 +9,8 @@ use serde::Serialize;
 use super::attribution::{MAX_SKIP_MS, Tally};
 use super::schedule::{ActorKind, KillMode};
 
-/// RSS at the end of the quiet phase may exceed the baseline by this share.
+/// The peak RSS over the quiet phase may exceed the peak over the settled baseline by
+/// this share.
 pub const MAX_RSS_GROWTH: f64 = 0.10;
 /// Restart latency p99 allowed with `--assert-restart-latency`, in milliseconds.
 pub const MAX_RESTART_P99_MS: f64 = 50.0;
@@ -481,7 +482,7 @@ pub fn checks(report: &ChaosReport) -> Vec<Check> {
             name: "memory",
             outcome: Outcome::of(end <= baseline * (1.0 + MAX_RSS_GROWTH)),
             detail: format!(
-                "RSS {end:.1} MiB at the end of quiet vs {baseline:.1} MiB at baseline ({:+.1}%, at most +{:.0}%)",
+                "peak RSS {end:.1} MiB over quiet vs {baseline:.1} MiB over the settled baseline ({:+.1}%, at most +{:.0}%)",
                 (end / baseline - 1.0) * 100.0,
                 MAX_RSS_GROWTH * 100.0
             ),
