@@ -13,10 +13,10 @@ use tokio::net::TcpStream;
 use tokio::time::Instant as TokioInstant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::track::{CHANNELS, StreamTracker};
+use crate::listener::ws::{closed_by_server, config, stream_failure};
 use crate::listener::{EndReason, TimeoutKind};
 use crate::wire::{Hello, TextKind, WIRE_HEADER_LEN, parse_packet_header};
 
@@ -30,10 +30,6 @@ const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// How long a listener waits for its close to be written at the end of the run.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
-/// Bytes read from the socket at a time.
-const READ_BUFFER: usize = 4 * 1024;
-/// Largest message accepted from the server (an Opus packet is at most ~1.3 KB).
-const MAX_MESSAGE: usize = 64 * 1024;
 /// Longest Opus frame (120 ms) in samples per channel.
 const MAX_FRAME_SAMPLES: usize = 5760;
 
@@ -60,14 +56,6 @@ pub struct Session {
     pub ended: Instant,
     pub end: EndReason,
     pub tracker: StreamTracker,
-}
-
-fn config() -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(0)
-        .max_message_size(Some(MAX_MESSAGE))
-        .max_frame_size(Some(MAX_MESSAGE))
 }
 
 /// Runs slot `slot` until the end of the run and returns all its sessions.
@@ -220,33 +208,9 @@ async fn receive(
                     ));
                 }
             }
-            Message::Close(frame) => {
-                return match frame {
-                    Some(frame) => EndReason::ServerClosed {
-                        code: u16::from(frame.code),
-                        reason: frame.reason.as_str().to_owned(),
-                    },
-                    None => EndReason::ServerClosed {
-                        code: 1005,
-                        reason: String::new(),
-                    },
-                };
-            }
+            Message::Close(frame) => return closed_by_server(frame),
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
         }
-    }
-}
-
-fn stream_failure(error: tungstenite::Error) -> EndReason {
-    use tungstenite::error::ProtocolError;
-    match error {
-        tungstenite::Error::ConnectionClosed
-        | tungstenite::Error::AlreadyClosed
-        | tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
-            EndReason::ServerEof
-        }
-        tungstenite::Error::Io(error) => EndReason::Io(error.kind()),
-        other => EndReason::Protocol(other.to_string()),
     }
 }
 

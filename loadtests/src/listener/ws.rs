@@ -26,7 +26,9 @@ const MAX_MESSAGE: usize = 64 * 1024;
 /// Packets per second of a 20 ms packet stream.
 const PACKETS_PER_SEC: f64 = 50.0;
 
-fn config() -> WebSocketConfig {
+/// The client configuration of every WebSocket listener (swarm and chaos driver):
+/// small read buffers, no write buffering, bounded messages.
+pub(crate) fn config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
@@ -207,24 +209,28 @@ async fn receive(
                     }
                 },
             },
-            Message::Close(frame) => {
-                return match frame {
-                    Some(frame) => EndReason::ServerClosed {
-                        code: u16::from(frame.code),
-                        reason: frame.reason.as_str().to_owned(),
-                    },
-                    None => EndReason::ServerClosed {
-                        code: 1005,
-                        reason: String::new(),
-                    },
-                };
-            }
+            Message::Close(frame) => return closed_by_server(frame),
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
         }
     }
 }
 
-fn stream_failure(error: tungstenite::Error) -> EndReason {
+/// How a session ended when the server sent a close frame.
+pub(crate) fn closed_by_server(frame: Option<tungstenite::protocol::CloseFrame>) -> EndReason {
+    match frame {
+        Some(frame) => EndReason::ServerClosed {
+            code: u16::from(frame.code),
+            reason: frame.reason.as_str().to_owned(),
+        },
+        None => EndReason::ServerClosed {
+            code: 1005,
+            reason: String::new(),
+        },
+    }
+}
+
+/// How a session ended when reading the stream failed.
+pub(crate) fn stream_failure(error: tungstenite::Error) -> EndReason {
     use tungstenite::error::ProtocolError;
     match error {
         tungstenite::Error::ConnectionClosed
