@@ -12,6 +12,9 @@ SECONDS ?= 60
 KILLS ?= 100
 CHAOS_SECONDS ?= 300
 CHAOS_LISTENERS ?= 200
+# Seconds per corpus track of bench-mastering: 180, or SECONDS=N given on the command
+# line (SECONDS's own default, 60, is loadtest's).
+BENCH_MASTERING_SECONDS ?= $(if $(filter command line,$(origin SECONDS)),$(SECONDS),180)
 
 .DEFAULT_GOAL := help
 
@@ -73,6 +76,10 @@ chaos: build ## Full seeded chaos run: KILLS kills over CHAOS_SECONDS under CHAO
 	$(CARGO) build --release --locked -p sonicforge-loadtests
 	scripts/chaos.sh $(KILLS) $(CHAOS_SECONDS) $(CHAOS_LISTENERS) --assert-restart-latency \
 		--baseline-secs 30 --quiet-secs 30 --report $(CARGO_TARGET_DIR)/chaos-full.json $(if $(SEED),--seed $(SEED))
+
+.PHONY: bench-mastering
+bench-mastering: build ## Our CPU and GPU mastering beside Matchering 2.0 and ffmpeg loudnorm on the test corpus, table to docs/PERFORMANCE.md (SECONDS=N per track)
+	scripts/bench-mastering.sh $(BENCH_MASTERING_SECONDS)
 
 .PHONY: fmt
 fmt: ## Format the code

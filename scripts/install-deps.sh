@@ -7,6 +7,9 @@ need=()
 want() { # want COMMAND PACKAGE
     command -v "$1" >/dev/null 2>&1 || need+=("$2")
 }
+want_pkg() { # want_pkg PACKAGE (for libraries and drivers, which have no command)
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed" || need+=("$1")
+}
 
 case "${1:-build}" in
 build)
@@ -22,6 +25,9 @@ test)
     want chromium chromium
     want node nodejs
     want npm npm
+    # The GPU kernel tests run on Mesa's lavapipe software Vulkan driver.
+    want_pkg libvulkan1
+    want_pkg mesa-vulkan-drivers
     ;;
 loadtest)
     want curl curl

@@ -44,6 +44,8 @@ pub struct Config {
     pub chaos: ChaosConfig,
     #[serde(default)]
     pub supervision: SupervisionConfig,
+    #[serde(default)]
+    pub mastering: MasteringConfig,
     /// The stations; at least one.
     pub stations: Vec<StationConfig>,
 }
@@ -78,6 +80,43 @@ pub struct ChaosConfig {
     pub enabled: bool,
     /// Allow it even when the server listens on an address that is not loopback.
     pub allow_non_loopback: bool,
+}
+
+/// Where the mastering chain's spectral stages run.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum MasteringBackendChoice {
+    /// The GPU when an adapter exists and a calibration at start shows it faster.
+    #[default]
+    Auto,
+    /// The GPU; the engine refuses to start without an adapter.
+    Gpu,
+    /// The CPU reference.
+    Cpu,
+}
+
+/// How every track is mastered before it may go on air.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MasteringConfig {
+    pub backend: MasteringBackendChoice,
+    /// Integrated loudness of every track, in LUFS (-60..=0); a station may override it.
+    pub target_lufs: f64,
+    /// Highest true peak, in dBTP (-20..=0).
+    pub ceiling_dbtp: f64,
+    /// Largest boost or cut of the spectral EQ, in dB (0..=24).
+    pub max_eq_db: f64,
+}
+
+impl Default for MasteringConfig {
+    fn default() -> Self {
+        Self {
+            backend: MasteringBackendChoice::Auto,
+            target_lufs: -14.0,
+            ceiling_dbtp: -1.0,
+            max_eq_db: 12.0,
+        }
+    }
 }
 
 /// Restart intensity and escalation of the station supervisors.
@@ -191,6 +230,9 @@ pub struct StationConfig {
     /// Tracks rendered ahead of the one on air (2..=16).
     #[serde(default = "default_upcoming")]
     pub upcoming_tracks: usize,
+    /// Integrated loudness of this station's tracks in LUFS; absent: `mastering.target_lufs`.
+    #[serde(default)]
+    pub mastering_target_lufs: Option<f64>,
     /// Seed of the station's track seeds; absent: taken from the clock at start.
     #[serde(default)]
     pub seed: Option<u64>,
@@ -347,6 +389,27 @@ impl Config {
             ),
         ] {
             check_range(key, value, min, max).map_err(|m| invalid(key.into(), m))?;
+        }
+
+        let mastering = &self.mastering;
+        for (key, value, min, max) in [
+            ("mastering.target_lufs", mastering.target_lufs, -60.0, 0.0),
+            ("mastering.ceiling_dbtp", mastering.ceiling_dbtp, -20.0, 0.0),
+            ("mastering.max_eq_db", mastering.max_eq_db, 0.0, 24.0),
+        ] {
+            if !value.is_finite() {
+                return Err(invalid(key.into(), format!("{value} is not a number")));
+            }
+            check_range(key, value, min, max).map_err(|m| invalid(key.into(), m))?;
+        }
+        for (index, station) in self.stations.iter().enumerate() {
+            if let Some(target) = station.mastering_target_lufs {
+                let key = format!("stations[{index}].mastering_target_lufs");
+                if !target.is_finite() {
+                    return Err(invalid(key, format!("{target} is not a number")));
+                }
+                check_range(&key, target, -60.0, 0.0).map_err(|m| invalid(key.clone(), m))?;
+            }
         }
 
         if self.stations.is_empty() {

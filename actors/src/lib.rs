@@ -5,6 +5,7 @@
 pub mod config;
 pub mod http;
 pub mod listen;
+pub mod mastering;
 pub mod metrics;
 pub mod server;
 pub mod station;

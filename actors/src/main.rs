@@ -7,6 +7,8 @@ use clap::{Parser, Subcommand};
 use sonicforge_actors::config::Config;
 use sonicforge_actors::server::Engine;
 
+mod master_cli;
+
 /// SonicForge: a real-time broadcast engine for generated music.
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -32,6 +34,21 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Master a WAV or FLAC file into a WAV file (or, with --batch, every such file
+    /// of a directory into another, in one batch).
+    Master(master_cli::MasterArgs),
+    /// Write the deterministic mastering test corpus as WAV files.
+    MasteringCorpus {
+        /// Directory to write quiet.wav, loud.wav, bass_heavy.wav, dull.wav,
+        /// bright.wav and reference.wav into.
+        dir: PathBuf,
+        /// Length of each track in seconds (1..=600).
+        #[arg(long, default_value_t = 180)]
+        seconds: u64,
+    },
+    /// Print the spectral error between two audio files: the RMS difference in dB
+    /// over the 31 third-octave bands 20 Hz-20 kHz, both normalised to equal power.
+    SpectralError { a: PathBuf, b: PathBuf },
 }
 
 fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
@@ -72,6 +89,9 @@ fn run() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Master(args) => master_cli::master(&args),
+        Command::MasteringCorpus { dir, seconds } => master_cli::write_corpus(&dir, seconds),
+        Command::SpectralError { a, b } => master_cli::spectral_error(&a, &b),
         Command::Run { config, listen } => {
             init_logging();
             raise_open_files_limit();

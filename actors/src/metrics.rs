@@ -35,6 +35,9 @@ pub struct Metrics {
     pub actor_restart_seconds: HistogramVec,
     pub escalations: IntCounterVec,
     pub station_degraded: IntGaugeVec,
+    pub mastering_seconds: HistogramVec,
+    pub track_lufs: prometheus::GaugeVec,
+    pub track_true_peak_dbtp: prometheus::GaugeVec,
     pub events_written: IntCounterVec,
     pub events_dropped: IntCounterVec,
     pub events_pending: IntGaugeVec,
@@ -230,6 +233,37 @@ impl Metrics {
                     &["station", "level"],
                 ),
             ),
+            mastering_seconds: build(
+                r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "sonicforge_mastering_seconds",
+                        "Time the mastering chain took per track.",
+                    )
+                    .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0]),
+                    &["station", "backend"],
+                ),
+            ),
+            track_lufs: build(
+                r,
+                prometheus::GaugeVec::new(
+                    Opts::new(
+                        "sonicforge_track_lufs",
+                        "Integrated loudness of the last mastered track, after mastering.",
+                    ),
+                    &["station"],
+                ),
+            ),
+            track_true_peak_dbtp: build(
+                r,
+                prometheus::GaugeVec::new(
+                    Opts::new(
+                        "sonicforge_track_true_peak_dbtp",
+                        "True peak of the last mastered track, after mastering.",
+                    ),
+                    &["station"],
+                ),
+            ),
             events_written: build(
                 r,
                 IntCounterVec::new(
@@ -336,10 +370,13 @@ pub struct StationMetrics {
     pub switches_to_music: IntCounter,
     pub dead_air_frames: IntCounter,
     pub degraded: IntGauge,
+    pub mastering_seconds: Histogram,
+    pub track_output_lufs: prometheus::Gauge,
+    pub track_true_peak_dbtp: prometheus::Gauge,
 }
 
 impl StationMetrics {
-    pub fn new(metrics: &Metrics, station: &str, generator: &str) -> Self {
+    pub fn new(metrics: &Metrics, station: &str, generator: &str, mastering_backend: &str) -> Self {
         Self {
             mixer_underruns: metrics.mixer_underruns.with_label_values(&[station]),
             mixer_frames: metrics.mixer_frames.with_label_values(&[station]),
@@ -361,6 +398,11 @@ impl StationMetrics {
                 .with_label_values(&[station, "music"]),
             dead_air_frames: metrics.dead_air_frames.with_label_values(&[station]),
             degraded: metrics.station_degraded.with_label_values(&[station]),
+            mastering_seconds: metrics
+                .mastering_seconds
+                .with_label_values(&[station, mastering_backend]),
+            track_output_lufs: metrics.track_lufs.with_label_values(&[station]),
+            track_true_peak_dbtp: metrics.track_true_peak_dbtp.with_label_values(&[station]),
         }
     }
 }
@@ -412,7 +454,7 @@ mod tests {
     #[test]
     fn every_metric_is_named_in_the_project_form() {
         let metrics = Metrics::new();
-        let station = StationMetrics::new(&metrics, "main", "procedural");
+        let station = StationMetrics::new(&metrics, "main", "procedural", "cpu");
         station.mixer_frames.inc();
         let listener = ListenerMetrics::new(&metrics, "main", TRANSPORT_WEBSOCKET, 128);
         listener.disconnected("client_closed");

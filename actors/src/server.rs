@@ -19,6 +19,8 @@ use crate::supervise::root::{RootSupervisor, Supervise};
 pub enum ServerError {
     #[error(transparent)]
     Station(#[from] StationError),
+    #[error(transparent)]
+    Mastering(#[from] crate::mastering::MasteringSetupError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -64,12 +66,14 @@ impl Engine {
             return Err(ServerError::ChaosOnPublicAddress { addr });
         }
         let metrics = Metrics::new();
+        let mastering = crate::mastering::choose(&config.mastering)?;
         let mut stations = Stations::default();
         for station_config in &config.stations {
             stations.insert(Station::start(
                 station_config.clone(),
                 config.listeners,
                 config.supervision,
+                mastering.clone(),
                 config.server.data_dir.join("events.db"),
                 &metrics,
             )?);

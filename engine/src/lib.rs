@@ -9,5 +9,6 @@ pub mod codec;
 pub mod events;
 pub mod frame;
 pub mod generate;
+pub mod master;
 pub mod mix;
 pub mod ring;

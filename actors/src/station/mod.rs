@@ -33,13 +33,14 @@ use sonicforge_engine::ring::{PacketRing, PcmConsumer, PcmProducer, pcm_ring};
 use tokio::sync::Notify;
 
 use crate::config::{ListenerConfig, StationConfig, SupervisionConfig};
+use crate::mastering::MasteringSettings;
 use crate::metrics::{Metrics, StationMetrics};
 use crate::supervise::chaos::{ChaosActor, ChaosMode, Kill, KillError, Killed};
 use crate::supervise::tree::{ChildExited, ExitReason, Heartbeat, Restart, Watched};
 
 pub use encoder::EncoderActor;
 pub use event_writer::{EventQueue, EventWriterActor, Flush};
-pub use generator::GeneratorActor;
+pub use generator::{GeneratorActor, MasteredTrack};
 pub use mixer::MixerActor;
 pub use scheduler::SchedulerActor;
 pub use subtree::StationSubtree;
@@ -163,6 +164,8 @@ pub struct Station {
     pub(crate) pending_pcm_consumer: Slot<PcmConsumer>,
     pub(crate) heartbeats: StationHeartbeats,
     pub(crate) supervision: SupervisionConfig,
+    /// How the generator masters every track.
+    pub(crate) mastering: MasteringSettings,
     supervisor: Mutex<Option<Recipient<ChildExited>>>,
     /// Actors stopped on purpose by a subtree restart: their restart is not an exit.
     planned_restarts: Mutex<Vec<&'static str>>,
@@ -202,11 +205,18 @@ impl Station {
         config: StationConfig,
         listener_config: ListenerConfig,
         supervision: SupervisionConfig,
+        mastering: MasteringSettings,
         events_path: std::path::PathBuf,
         metrics: &Metrics,
     ) -> Result<Arc<Self>, StationError> {
-        let station =
-            Self::start_without_actors(config, listener_config, supervision, events_path, metrics)?;
+        let station = Self::start_without_actors(
+            config,
+            listener_config,
+            supervision,
+            mastering,
+            events_path,
+            metrics,
+        )?;
         station.emit(EventKind::StationStarted);
         station.start_actors();
         tracing::info!(station = %station.config.id, renditions = ?station.config.renditions_kbps, "station started");
@@ -219,11 +229,16 @@ impl Station {
         config: StationConfig,
         listener_config: ListenerConfig,
         supervision: SupervisionConfig,
+        mastering: MasteringSettings,
         events_path: std::path::PathBuf,
         metrics: &Metrics,
     ) -> Result<Arc<Self>, StationError> {
-        let station_metrics =
-            StationMetrics::new(metrics, &config.id, ProceduralGenerator::default().name());
+        let station_metrics = StationMetrics::new(
+            metrics,
+            &config.id,
+            ProceduralGenerator::default().name(),
+            mastering.backend.name(),
+        );
         let fallback = render_fallback_loop().map_err(|source| StationError::Fallback {
             station: config.id.clone(),
             source,
@@ -313,6 +328,7 @@ impl Station {
                 generator: Heartbeat::new(),
             },
             supervision,
+            mastering,
             supervisor: Mutex::new(None),
             planned_restarts: Mutex::new(Vec::new()),
             degraded: AtomicBool::new(false),
@@ -853,6 +869,10 @@ mod tests {
             config.stations[0].clone(),
             config.listeners,
             config.supervision,
+            crate::mastering::MasteringSettings {
+                backend: crate::mastering::KernelBackend::Cpu,
+                options: crate::mastering::options(&config.mastering),
+            },
             std::env::temp_dir().join("sonicforge-station-test-events.db"),
             &metrics,
         )

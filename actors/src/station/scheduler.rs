@@ -111,8 +111,8 @@ impl SchedulerActor {
         let render = generator.send(Render(request)).timeout(RENDER_TIMEOUT);
         ctx.spawn(render.into_actor(self).map(|result, actor, _ctx| {
             actor.render_in_flight = false;
-            let track = match result {
-                Ok(Ok(track)) => track,
+            let mastered = match result {
+                Ok(Ok(mastered)) => mastered,
                 Ok(Err(_)) => return, // logged and counted by the generator; the next prompt is tried
                 Err(error) => {
                     tracing::warn!(station = %actor.station.id(), %error, "generator unreachable");
@@ -123,10 +123,13 @@ impl SchedulerActor {
                 return;
             };
             let epoch = parts.next_epoch;
-            actor.station.board.post(epoch, TrackInfo::of(&track));
+            actor.station.board.post(
+                epoch,
+                TrackInfo::mastered(&mastered.track, &mastered.mastering),
+            );
             let queued = QueuedTrack {
                 epoch,
-                samples: Arc::clone(&track.samples),
+                samples: Arc::clone(&mastered.track.samples),
                 crossfade_samples: None,
             };
             if parts.upcoming.push(queued).is_ok() {
@@ -159,7 +162,7 @@ fn announce_track_changes(station: &Station, parts: &mut SchedulerParts) {
             source: TrackSource::Prompt(track.prompt.clone()),
             generator: track.generator.clone(),
             duration_ms: track.duration_ms,
-            mastering: None,
+            mastering: track.mastering.clone(),
         });
         parts.announced = Some((track, since_pts));
     }

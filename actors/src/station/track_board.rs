@@ -25,9 +25,20 @@ pub struct TrackInfo {
     pub bpm: f32,
     pub key: String,
     pub duration_ms: u64,
+    /// What mastering did to the track before it went on air.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mastering: Option<sonicforge_engine::events::MasteringStats>,
 }
 
 impl TrackInfo {
+    /// A track's information with the statistics of its mastering.
+    pub fn mastered(track: &Track, stats: &sonicforge_engine::master::MasteringStats) -> Self {
+        Self {
+            mastering: Some(stats.into()),
+            ..Self::of(track)
+        }
+    }
+
     pub fn of(track: &Track) -> Self {
         Self {
             track_id: track.id.clone(),
@@ -38,6 +49,7 @@ impl TrackInfo {
             bpm: track.style.bpm,
             key: track.style.key.to_string(),
             duration_ms: track.duration().as_millis() as u64,
+            mastering: None,
         }
     }
 }
@@ -129,6 +141,7 @@ mod tests {
             bpm: 80.0,
             key: "A minor".into(),
             duration_ms: 1000,
+            mastering: None,
         }
     }
 
