@@ -30,6 +30,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,6 +49,7 @@ OUR_TOOLS = ("sonicforge cpu", "sonicforge gpu")
 # What `sonicforge master --backend gpu` says when there is no adapter to run on.
 NO_ADAPTER = re.compile(r"no (suitable )?GPU adapter", re.IGNORECASE)
 STDERR_TAIL_LINES = 15
+WIDTH = 88  # prose width of docs/PERFORMANCE.md
 
 
 class ToolError(Exception):
@@ -770,8 +772,15 @@ class Bench:
         for row, _ in self.failures:
             notes.append(f"{row.tool} on {row.track} failed: {row.note}")
         if notes:
-            lines += ["", "Notes:", ""] + [f"- {note}" for note in notes]
-        return "\n".join(lines)
+            lines += ["", "Notes:", ""]
+            lines += [
+                textwrap.fill(note, WIDTH, initial_indent="- ", subsequent_indent="  ")
+                for note in notes
+            ]
+        # Prose wrapped like the rest of the document; tables stay one row a line.
+        return "\n".join(
+            line if line.startswith(("|", "- ")) else textwrap.fill(line, WIDTH) for line in lines
+        )
 
 
 # ---------------------------------------------------------------------------------

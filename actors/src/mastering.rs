@@ -16,8 +16,6 @@ use crate::config::{MasteringBackendChoice, MasteringConfig};
 
 /// Seconds of audio the calibration pushes through each backend.
 const CALIBRATION_SECONDS: usize = 20;
-/// Taps of the calibration's FIR (the chain's default length).
-const CALIBRATION_TAPS: usize = 4095;
 
 /// Why mastering cannot be set up.
 #[derive(Debug, thiserror::Error)]
@@ -138,8 +136,10 @@ fn calibrate(kernels: &mut dyn SpectralKernels) -> Result<Duration, MasteringSet
     let signal: Vec<f32> = (0..samples)
         .map(|i| ((i as f32 * 0.031).sin() + (i as f32 * 0.47).sin()) * 0.25)
         .collect();
-    let mut taps = vec![0.0f32; CALIBRATION_TAPS];
-    taps[CALIBRATION_TAPS / 2] = 1.0;
+    // The chain's own FIR length, so the calibration does the chain's work.
+    let length = MasteringOptions::default().fir_taps;
+    let mut taps = vec![0.0f32; length];
+    taps[length / 2] = 1.0;
     let mut outputs = vec![vec![0.0f32; samples]; CHANNELS];
     let backend = kernels.name();
     let fail = |source| MasteringSetupError::Calibration { backend, source };

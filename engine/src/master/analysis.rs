@@ -1,6 +1,6 @@
 //! Analysis of a stereo track: the long-term spectra of its mid and side channels
 //! (through the [`SpectralKernels`] of either backend), and its loudness, loudness
-//! range, sample and true peak (through the `ebur128` meter, see [`loudness`](super::loudness)).
+//! range, sample and true peak (through the `ebur128` meter; see [`super::loudness`]).
 //!
 //! Mid is `(L + R) / 2` and side is `(L − R) / 2`, so `L = mid + side` and `R = mid − side`.
 

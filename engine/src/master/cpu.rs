@@ -10,6 +10,9 @@
 //!   frames: frames start every hop from sample 0 until one reaches the last sample,
 //!   and that last frame is zero-padded. (An empty signal gives all zeros.)
 //! - The mean over frames is accumulated in `f64` and returned as `f32`.
+//! - [`KernelError`] has no variant for the CPU: an FFT failure, which only buffers
+//!   of the wrong length cause and the buffers here come from the plans, would be
+//!   reported as [`KernelError::Gpu`] with a message that names the CPU.
 
 use std::collections::BTreeMap;
 use std::f64::consts::PI;

@@ -24,8 +24,14 @@
 //! Frequency sampling: the curve is sampled with zero phase on a grid four times
 //! longer than the filter, brought to the time domain with an inverse real FFT,
 //! centred, cut to an odd length (default [`DEFAULT_FIR_TAPS`]) and windowed
-//! (Hann); see [`FirDesigner`] for how leaks under 20 Hz are corrected. The taps are exactly symmetric, so the filter is linear-phase; applied
-//! through [`SpectralKernels::convolve`] it adds no delay.
+//! (Hann); see [`FirDesigner`] for how leaks under 20 Hz are corrected. The taps are
+//! exactly symmetric, so the filter is linear-phase; applied through
+//! [`SpectralKernels::convolve`] it adds no delay.
+//!
+//! # Limits
+//! The analysis spectra have 11.7 Hz bins (the kernels' 4096-point frames), so below
+//! about 50 Hz the curve follows the spectrum's shape only roughly; and a band that
+//! needs more than `max_eq_db` is corrected by that much only.
 
 use std::f64::consts::PI;
 use std::fmt;

@@ -345,6 +345,8 @@ impl Block {
 #[derive(Debug, Clone, PartialEq)]
 pub struct FramePeaks {
     peaks: Vec<f32>,
+    /// The largest peak of each block of [`BLOCK`] frames.
+    block_max: Vec<f32>,
     floor: f32,
     /// `Σ left² + right²` over all frames.
     energy: f64,
@@ -440,8 +442,10 @@ impl TruePeakLimiter {
             }
             carried = block.peaks[count - 1];
         }
+        let block_max = block_maxima(&peaks);
         FramePeaks {
             peaks,
+            block_max,
             floor,
             energy,
         }
@@ -468,6 +472,18 @@ impl TruePeakLimiter {
     /// The report includes the output's true peak, measured where the limiter acted and
     /// taken from `peaks` elsewhere (where the output is `input` times `gain`).
     pub fn apply(&self, input: Stereo<'_>, peaks: &FramePeaks, gain: f32) -> Limited {
+        self.apply_using(input, peaks, gain, &mut Vec::new())
+    }
+
+    /// [`apply`](Self::apply) with a scratch buffer of one value per frame, which is
+    /// kept allocated between calls (the chain calls the limiter several times per track).
+    pub(crate) fn apply_using(
+        &self,
+        input: Stereo<'_>,
+        peaks: &FramePeaks,
+        gain: f32,
+        scratch: &mut Vec<f32>,
+    ) -> Limited {
         let fresh;
         let threshold = self.threshold() / gain;
         let peaks = if peaks.floor > threshold || peaks.len() != input.frames() {
@@ -476,7 +492,8 @@ impl TruePeakLimiter {
         } else {
             peaks
         };
-        let mut scales = self.envelope(peaks, gain);
+        self.envelope_into(peaks, gain, scratch);
+        let scales = scratch;
         let mut report = LimiterReport::default();
         let mut lowest = 1.0f32;
         // Blocks of BLOCK frames in which the limiter acted.
@@ -494,7 +511,7 @@ impl TruePeakLimiter {
         if lowest < 1.0 {
             report.max_reduction_db = -amplitude_to_db(f64::from(lowest));
         }
-        let samples = input.scaled(&scales);
+        let samples = input.scaled(scales);
         report.true_peak_dbtp = self.output_true_peak(&samples, peaks, gain, &acted);
         Limited { samples, report }
     }
@@ -543,7 +560,27 @@ impl TruePeakLimiter {
     /// energy-weighted mean of the squared limiter gain. An estimate of the loudness it
     /// costs (no K-weighting, no gating), for the chain to compensate before it measures.
     pub fn estimated_loss_db(&self, input: Stereo<'_>, peaks: &FramePeaks, gain: f32) -> f64 {
-        let gains = self.envelope(peaks, gain);
+        self.estimated_loss_db_using(input, peaks, gain, &mut Vec::new())
+    }
+
+    /// [`estimated_loss_db`](Self::estimated_loss_db) with a scratch buffer (see
+    /// [`apply_using`](Self::apply_using)).
+    pub(crate) fn estimated_loss_db_using(
+        &self,
+        input: Stereo<'_>,
+        peaks: &FramePeaks,
+        gain: f32,
+        scratch: &mut Vec<f32>,
+    ) -> f64 {
+        let fresh;
+        let peaks = if peaks.floor > self.threshold() / gain || peaks.len() != input.frames() {
+            fresh = self.detect(input, self.threshold() / gain);
+            &fresh
+        } else {
+            peaks
+        };
+        self.envelope_into(peaks, gain, scratch);
+        let gains = scratch;
         // Only limited frames change their energy.
         let mut change = 0.0f64;
         for (n, &limit) in gains.iter().enumerate() {
@@ -560,16 +597,25 @@ impl TruePeakLimiter {
 
     /// The smooth gain (see the module docs) that holds `gain × peaks` to the threshold.
     fn envelope(&self, peaks: &FramePeaks, gain: f32) -> Vec<f32> {
+        let mut gains = Vec::new();
+        self.envelope_into(peaks, gain, &mut gains);
+        gains
+    }
+
+    /// [`envelope`](Self::envelope) into `gains`, which is resized to one value per frame.
+    fn envelope_into(&self, peaks: &FramePeaks, gain: f32, gains: &mut Vec<f32>) {
         let threshold = self.threshold() / gain;
         let lookahead = self.lookahead_frames();
         // The required gain for frame j is threshold / the largest peak of frames
         // j − REACH_AFTER ..= j + lookahead + REACH_AFTER: the interpolator reads at
         // most REACH_AFTER samples either way.
-        let mut gains = sliding_required_gain(
+        sliding_required_gain(
             &peaks.peaks,
+            &peaks.block_max,
             threshold,
             REACH_AFTER,
             lookahead + REACH_AFTER,
+            gains,
         );
 
         let release =
@@ -585,10 +631,16 @@ impl TruePeakLimiter {
         let mut sum = width as f64;
         let mut previous = 1.0f64;
         let mut settled = width;
-        for value in gains.iter_mut() {
-            if settled >= width && *value >= 1.0 {
-                continue;
+        let mut n = 0;
+        while n < gains.len() {
+            if settled >= width {
+                // Idle: the output is 1 until the required gain drops again.
+                match gains[n..].iter().position(|&value| value < 1.0) {
+                    Some(skip) => n += skip,
+                    None => break,
+                }
             }
+            let value = &mut gains[n];
             let released = 1.0 - (1.0 - previous) * release;
             // Back to exactly 1 once the difference is below f32 resolution.
             let released = if 1.0 - released < 1e-9 { 1.0 } else { released };
@@ -602,16 +654,32 @@ impl TruePeakLimiter {
                 sum = width as f64;
             }
             *value = ((sum * scale) as f32).min(1.0);
+            n += 1;
         }
-        gains
     }
 }
 
+/// The largest value of each block of [`BLOCK`] values.
+fn block_maxima(values: &[f32]) -> Vec<f32> {
+    values
+        .chunks(BLOCK)
+        .map(|block| block.iter().fold(0.0f32, |a, &b| a.max(b)))
+        .collect()
+}
+
 /// `out[j] = min(1, threshold / max(peaks[j − before ..= j + after]))`, clipped to the
-/// slice. The sliding maximum is the van Herk / Gil-Werman algorithm (three comparisons
-/// per value whatever the window), and stretches with no peak over the threshold are
-/// filled with 1 without it.
-fn sliding_required_gain(peaks: &[f32], threshold: f32, before: usize, after: usize) -> Vec<f32> {
+/// slice; `block_max` holds the largest peak of each block of [`BLOCK`] frames. The
+/// sliding maximum is the van Herk / Gil-Werman algorithm (three comparisons per value
+/// whatever the window), and stretches whose blocks hold no peak over the threshold
+/// are left at 1 without it.
+fn sliding_required_gain(
+    peaks: &[f32],
+    block_max: &[f32],
+    threshold: f32,
+    before: usize,
+    after: usize,
+    out: &mut Vec<f32>,
+) {
     let len = peaks.len();
     let width = before + after + 1;
     // The padded sequence p[k] = peaks[k − before] (0 outside); out[j] covers p[j .. j + width].
@@ -628,36 +696,38 @@ fn sliding_required_gain(peaks: &[f32], threshold: f32, before: usize, after: us
             1.0
         }
     };
-    let mut out = Vec::with_capacity(len);
+    out.clear();
+    out.resize(len, 1.0);
     let mut suffix = vec![0.0f32; width];
     let mut base = 0;
     while base < len {
-        // Outputs base .. base + width read p[base .. base + 2·width − 1].
+        // Outputs base .. base + width read peaks[low .. high].
         let low = base.saturating_sub(before);
-        let high = (base + 2 * width).saturating_sub(before).min(len);
-        if peaks[low..high.max(low)]
-            .iter()
-            .all(|&peak| peak <= threshold)
-        {
-            out.extend(std::iter::repeat_n(1.0, width.min(len - base)));
-            base += width;
-            continue;
-        }
-        let mut running = 0.0f32;
-        for i in (0..width).rev() {
-            running = running.max(at(base + i));
-            suffix[i] = running;
-        }
-        let mut prefix = 0.0f32;
-        for (i, &tail) in suffix.iter().enumerate().take(len - base) {
-            if i > 0 {
-                prefix = prefix.max(at(base + width + i - 1));
+        let high = (base + 2 * width)
+            .saturating_sub(before)
+            .min(len)
+            .max(low + 1);
+        let last_block = ((high - 1) / BLOCK).min(block_max.len().saturating_sub(1));
+        let quiet = block_max
+            .get(low / BLOCK..=last_block)
+            .is_none_or(|blocks| blocks.iter().all(|&peak| peak <= threshold));
+        if !quiet {
+            let mut running = 0.0f32;
+            for i in (0..width).rev() {
+                running = running.max(at(base + i));
+                suffix[i] = running;
             }
-            out.push(gain(tail.max(prefix)));
+            let mut prefix = 0.0f32;
+            let outputs = &mut out[base..(base + width).min(len)];
+            for (i, (slot, &tail)) in outputs.iter_mut().zip(&suffix).enumerate() {
+                if i > 0 {
+                    prefix = prefix.max(at(base + width + i - 1));
+                }
+                *slot = gain(tail.max(prefix));
+            }
         }
         base += width;
     }
-    out
 }
 
 #[cfg(test)]
@@ -684,7 +754,8 @@ mod tests {
             .collect();
         for peaks in [dense, sparse] {
             for (before, after) in [(3, 5), (0, 7), (12, 84)] {
-                let out = sliding_required_gain(&peaks, 0.9, before, after);
+                let mut out = Vec::new();
+                sliding_required_gain(&peaks, &block_maxima(&peaks), 0.9, before, after, &mut out);
                 assert_eq!(out.len(), peaks.len());
                 for (j, &got) in out.iter().enumerate() {
                     let lo = j.saturating_sub(before);

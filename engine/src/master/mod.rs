@@ -402,11 +402,13 @@ impl Mastering {
         let floor = limiter.threshold() / db_to_amplitude(gain_db + DETECTION_HEADROOM_DB) as f32;
         let peaks = limiter.detect(equalised, floor);
         // The limiter takes some loudness away; give it back before the first measurement.
-        gain_db += estimated_limiter_loss_db(&limiter, equalised, &peaks, gain_db);
+        let mut scratch = Vec::new();
+        gain_db += estimated_limiter_loss_db(&limiter, equalised, &peaks, gain_db, &mut scratch);
         let mut passes = 0;
         loop {
             passes += 1;
-            let limited = limiter.apply(equalised, &peaks, db_to_amplitude(gain_db) as f32);
+            let gain = db_to_amplitude(gain_db) as f32;
+            let limited = limiter.apply_using(equalised, &peaks, gain, &mut scratch);
             let (samples, report) = (limited.samples, limited.report);
             let output = loudness::measure(&samples, Measure::INTEGRATED)?;
             let true_peak = report.true_peak_dbtp;
@@ -446,12 +448,14 @@ fn estimated_limiter_loss_db(
     input: Stereo<'_>,
     peaks: &limiter::FramePeaks,
     gain_db: f64,
+    scratch: &mut Vec<f32>,
 ) -> f64 {
-    let first = limiter.estimated_loss_db(input, peaks, db_to_amplitude(gain_db) as f32);
+    let at = |db: f64| db_to_amplitude(db) as f32;
+    let first = limiter.estimated_loss_db_using(input, peaks, at(gain_db), scratch);
     if first < LOUDNESS_TOLERANCE_LU / 2.0 {
         return first;
     }
-    let second = limiter.estimated_loss_db(input, peaks, db_to_amplitude(gain_db + first) as f32);
+    let second = limiter.estimated_loss_db_using(input, peaks, at(gain_db + first), scratch);
     let ratio = ((second - first) / first).clamp(0.0, 0.8);
     first / (1.0 - ratio)
 }
