@@ -39,8 +39,8 @@ MATCHERING_VERSION = "2.0.6"
 SAMPLE_RATE = 48000
 MARKER_START = "<!-- bench-mastering:start -->"
 MARKER_END = "<!-- bench-mastering:end -->"
-# The corpus tracks, in the order of the table; any other track the engine writes
-# comes after them. The reference is the EQ target of every tool, not a row.
+# The corpus tracks, in the order of the table (a "-" in a file name counts as "_");
+# any other track the engine writes comes after them. The reference is the EQ target of every tool, not a row.
 TRACK_ORDER = ("quiet", "loud", "bass_heavy", "dull", "bright")
 REFERENCE = "reference"
 SUBCOMMANDS = ("mastering-corpus", "master", "spectral-error")
@@ -438,7 +438,8 @@ class Bench:
         print(f"writing the corpus ({self.args.seconds} s per track) to {self.corpus}")
         _, _, wall = run_tool("sonicforge mastering-corpus", cmd)
         print(f"  corpus written in {wall:.1f} s")
-        names = {p.stem: p for p in self.corpus.glob("*.wav")}
+        # bass_heavy or bass-heavy: the engine's spelling is kept in the table.
+        names = {p.stem.replace("-", "_"): p for p in self.corpus.glob("*.wav")}
         expected = set(TRACK_ORDER) | {REFERENCE}
         if not expected <= set(names):
             raise ToolError(
@@ -760,26 +761,42 @@ class Bench:
                 "loudnorm falls back from linear to dynamic mode when the linear gain would"
                 " break the true-peak or range target; mode per track: " + ", ".join(modes)
             )
-        for r in self.rows:
-            if r.tool in OUR_TOOLS and "engine" in r.extra:
-                chain = r.extra["engine"].get("seconds")
-                if isinstance(chain, (int, float)) and chain > 0 and r.track_seconds:
-                    notes.append(
-                        f"{r.tool} on {r.track}: the chain alone took {chain:.2f} s"
-                        f" ({r.track_seconds / chain:.0f}x real time) of the"
-                        f" {r.seconds:.2f} s wall time"
-                    )
+        chain = []
+        for tool in OUR_TOOLS:
+            times = [
+                f"{r.track} {r.extra['engine']['seconds']:.2f} s"
+                f" ({r.track_seconds / r.extra['engine']['seconds']:.0f}x)"
+                for r in self.rows
+                if r.tool == tool
+                and isinstance(r.extra.get("engine", {}).get("seconds"), (int, float))
+                and r.extra["engine"]["seconds"] > 0
+                and r.track_seconds
+            ]
+            if times:
+                chain.append(f"{tool.split()[-1]}: " + ", ".join(times))
+        if chain:
+            notes.append(
+                "sonicforge's chain alone (`seconds` of `--stats-json`: no process start, no"
+                " file I/O, no reference analysis): " + "; ".join(chain)
+            )
         for row, _ in self.failures:
             notes.append(f"{row.tool} on {row.track} failed: {row.note}")
         if notes:
             lines += ["", "Notes:", ""]
             lines += [
-                textwrap.fill(note, WIDTH, initial_indent="- ", subsequent_indent="  ")
+                textwrap.fill(
+                    note, WIDTH, initial_indent="- ", subsequent_indent="  ", break_on_hyphens=False
+                )
                 for note in notes
             ]
         # Prose wrapped like the rest of the document; tables stay one row a line.
         return "\n".join(
-            line if line.startswith(("|", "- ")) else textwrap.fill(line, WIDTH) for line in lines
+            (
+                line
+                if line.startswith(("|", "- "))
+                else textwrap.fill(line, WIDTH, break_on_hyphens=False)
+            )
+            for line in lines
         )
 
 

@@ -32,6 +32,9 @@ pub struct MasterArgs {
     /// Highest true peak of the output in dBTP.
     #[arg(long, default_value_t = -1.0, allow_hyphen_values = true)]
     ceiling: f64,
+    /// Largest boost or cut of the spectral EQ in dB (0..=24).
+    #[arg(long, default_value_t = 12.0)]
+    max_eq_db: f64,
     /// Where the spectral stages run.
     #[arg(long, value_enum, default_value = "auto")]
     backend: MasteringBackendChoice,
@@ -45,7 +48,7 @@ pub fn master(args: &MasterArgs) -> anyhow::Result<()> {
         backend: args.backend,
         target_lufs: args.target_lufs,
         ceiling_dbtp: args.ceiling,
-        ..MasteringConfig::default()
+        max_eq_db: args.max_eq_db,
     };
     let settings = mastering::choose(&config)?;
     let adapter = match settings.backend {
