@@ -45,6 +45,7 @@ test: ## Format and lint checks, every test, and the browser test (installs what
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 	$(CARGO) build --locked --workspace --all-targets
 	$(CARGO) test --locked --workspace
+	python3 -m unittest discover -s scripts -p 'test_*.py'
 	$(MAKE) --no-print-directory test-chaos
 	$(MAKE) --no-print-directory test-browser
 
