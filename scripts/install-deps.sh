@@ -25,6 +25,7 @@ test)
     want chromium chromium
     want node nodejs
     want npm npm
+    want python3 python3
     # The GPU kernel tests run on Mesa's lavapipe software Vulkan driver.
     want_pkg libvulkan1
     want_pkg mesa-vulkan-drivers
