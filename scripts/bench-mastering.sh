@@ -31,36 +31,8 @@ case "$seconds" in
     ;;
 esac
 
-# System packages, only those that are missing (as scripts/install-deps.sh does).
-need=()
-want() { # want COMMAND PACKAGE
-    command -v "$1" >/dev/null 2>&1 || need+=("$2")
-}
-want_pkg() { # want_pkg PACKAGE (for libraries, which have no command)
-    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed" || need+=("$1")
-}
-want ffmpeg ffmpeg
-want python3 python3
-want_pkg python3-venv
-# Matchering reads and writes audio through soundfile, which loads libsndfile.
-want_pkg libsndfile1
-# The GPU path runs on whatever Vulkan adapter exists (Mesa's lavapipe without a GPU).
-want_pkg libvulkan1
-want_pkg mesa-vulkan-drivers
-if [ ${#need[@]} -gt 0 ]; then
-    if ! command -v apt-get >/dev/null 2>&1; then
-        echo "missing packages ${need[*]} and no apt-get to install them: install them first" >&2
-        exit 1
-    fi
-    sudo=""
-    if [ "$(id -u)" -ne 0 ]; then
-        sudo="sudo"
-    fi
-    echo "installing missing packages: ${need[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    $sudo apt-get update -qq
-    $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
-fi
+# System packages, only those that are missing.
+scripts/install-deps.sh mastering
 
 # The virtualenv with Matchering, made or remade only when it lacks the pinned version.
 venv_python=$venv/bin/python

@@ -36,8 +36,18 @@ loadtest)
     want pkg-config pkg-config
     want cc build-essential
     ;;
+mastering)
+    # make bench-mastering: ffmpeg measures, Matchering runs in a virtualenv and reads
+    # audio through libsndfile, the GPU path needs a Vulkan driver (lavapipe at least).
+    want ffmpeg ffmpeg
+    want python3 python3
+    want_pkg python3-venv
+    want_pkg libsndfile1
+    want_pkg libvulkan1
+    want_pkg mesa-vulkan-drivers
+    ;;
 *)
-    echo "usage: $0 build|test|loadtest" >&2
+    echo "usage: $0 build|test|loadtest|mastering" >&2
     exit 2
     ;;
 esac

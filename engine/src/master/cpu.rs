@@ -23,8 +23,7 @@ use realfft::num_complex::Complex;
 use realfft::{ComplexToReal, RealFftPlanner, RealToComplex};
 
 use super::kernels::{
-    ANALYSIS_BINS, ANALYSIS_FFT, ANALYSIS_HOP, ConvolveJob, KernelError, MAX_FIR_TAPS,
-    SpectralKernels,
+    ANALYSIS_BINS, ANALYSIS_FFT, ANALYSIS_HOP, ConvolveJob, KernelError, SpectralKernels,
 };
 
 /// Smallest overlap-save block; shorter FFTs are all overhead.
@@ -85,7 +84,7 @@ impl SpectralKernels for CpuKernels {
     fn convolve(&mut self, jobs: &mut [ConvolveJob<'_>]) -> Result<(), KernelError> {
         // Check every job before running any, so a bad batch changes nothing.
         for job in jobs.iter() {
-            check_job(job)?;
+            job.check()?;
         }
         for job in jobs.iter_mut() {
             let n = fft_len_for(job.taps.len(), job.input.len());
@@ -99,24 +98,6 @@ impl SpectralKernels for CpuKernels {
         }
         Ok(())
     }
-}
-
-/// Checks one job against the contract.
-pub(crate) fn check_job(job: &ConvolveJob<'_>) -> Result<(), KernelError> {
-    let taps = job.taps.len();
-    if taps.is_multiple_of(2) || taps > MAX_FIR_TAPS {
-        return Err(KernelError::BadTaps {
-            taps,
-            max: MAX_FIR_TAPS,
-        });
-    }
-    if job.output.len() != job.input.len() {
-        return Err(KernelError::LengthMismatch {
-            input: job.input.len(),
-            output: job.output.len(),
-        });
-    }
-    Ok(())
 }
 
 /// Frames of the long-term spectrum for a signal of `len` samples (see the module docs).
@@ -493,7 +474,7 @@ mod tests {
                 output: 7
             }
         ));
-        let too_long = vec![0.0f32; MAX_FIR_TAPS + 2];
+        let too_long = vec![0.0f32; crate::master::kernels::MAX_FIR_TAPS + 2];
         let mut output = [0.0f32; 8];
         let error = kernels
             .convolve(&mut [ConvolveJob {

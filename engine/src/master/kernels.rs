@@ -38,6 +38,27 @@ pub struct ConvolveJob<'a> {
     pub output: &'a mut [f32],
 }
 
+impl ConvolveJob<'_> {
+    /// Checks the job against the contract: odd taps, at most [`MAX_FIR_TAPS`], an
+    /// output as long as the input.
+    pub fn check(&self) -> Result<(), KernelError> {
+        let taps = self.taps.len();
+        if taps.is_multiple_of(2) || taps > MAX_FIR_TAPS {
+            return Err(KernelError::BadTaps {
+                taps,
+                max: MAX_FIR_TAPS,
+            });
+        }
+        if self.output.len() != self.input.len() {
+            return Err(KernelError::LengthMismatch {
+                input: self.input.len(),
+                output: self.output.len(),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Why a kernel did not run.
 #[derive(Debug, Error)]
 pub enum KernelError {

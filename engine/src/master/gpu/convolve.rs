@@ -1,7 +1,7 @@
 //! Host side of the overlap-save convolution: `overlap_save.wgsl`, `fft.wgsl` and
 //! `spectral_multiply.wgsl`.
 
-use crate::master::kernels::{ConvolveJob, KernelError, MAX_FIR_TAPS};
+use crate::master::kernels::{ConvolveJob, KernelError};
 
 use super::GpuKernels;
 use super::plan::{
@@ -16,19 +16,7 @@ pub(super) fn convolve(
     jobs: &mut [ConvolveJob<'_>],
 ) -> Result<(), KernelError> {
     for job in jobs.iter() {
-        let taps = job.taps.len();
-        if taps.is_multiple_of(2) || taps > MAX_FIR_TAPS {
-            return Err(KernelError::BadTaps {
-                taps,
-                max: MAX_FIR_TAPS,
-            });
-        }
-        if job.output.len() != job.input.len() {
-            return Err(KernelError::LengthMismatch {
-                input: job.input.len(),
-                output: job.output.len(),
-            });
-        }
+        job.check()?;
         plan::check_len(job.input.len())?;
     }
     let max_taps = jobs
