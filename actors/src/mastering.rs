@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use sonicforge_engine::frame::{CHANNELS, SAMPLE_RATE};
+use sonicforge_engine::generate::Genre;
 use sonicforge_engine::master::gpu::GpuKernels;
 use sonicforge_engine::master::{
     ConvolveJob, CpuKernels, EqTarget, GenreTarget, KernelError, MasteringOptions, SpectralKernels,
@@ -61,18 +62,13 @@ pub struct MasteringSettings {
 }
 
 impl MasteringSettings {
-    /// The options for one station's track of `genre` (the generator's genre name).
-    pub fn options_for(&self, target_lufs: Option<f64>, genre: &str) -> MasteringOptions {
+    /// The options for one station's track of `genre`.
+    pub fn options_for(&self, target_lufs: Option<f64>, genre: Genre) -> MasteringOptions {
         let mut options = self.options.clone();
         if let Some(target) = target_lufs {
             options.target_lufs = target;
         }
-        options.eq_target = EqTarget::Genre(
-            GenreTarget::ALL
-                .into_iter()
-                .find(|target| target.name() == genre)
-                .unwrap_or_default(),
-        );
+        options.eq_target = EqTarget::Genre(GenreTarget::from(genre));
         options
     }
 }

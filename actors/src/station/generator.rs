@@ -68,9 +68,7 @@ impl GeneratorActor {
         self.mastering.get_or_insert_with(|| {
             let kernels = settings.backend.kernels().unwrap_or_else(|error| {
                 tracing::error!(station = %self.station.id(), %error, "GPU kernels unavailable; mastering on the CPU");
-                KernelBackend::Cpu.kernels().unwrap_or_else(|_| {
-                    Box::new(sonicforge_engine::master::CpuKernels::new())
-                })
+                Box::new(sonicforge_engine::master::CpuKernels::new())
             });
             Mastering::new(kernels, settings.options.clone())
         })
@@ -78,10 +76,10 @@ impl GeneratorActor {
 
     fn render_and_master(&mut self, request: &TrackRequest) -> Result<MasteredTrack, RenderError> {
         let track = self.generator.render(request)?;
-        let options = self.station.mastering.options_for(
-            self.station.config.mastering_target_lufs,
-            track.style.genre.name(),
-        );
+        let options = self
+            .station
+            .mastering
+            .options_for(self.station.config.mastering_target_lufs, track.style.genre);
         let station = Arc::clone(&self.station);
         let mastering = self.mastering();
         mastering.set_options(options);

@@ -53,10 +53,6 @@ impl RestartLog {
         self.restarts.clear();
     }
 
-    pub fn intensity(&self) -> RestartIntensity {
-        self.intensity
-    }
-
     fn forget_older_than_window(&mut self, now: Instant) {
         while let Some(&oldest) = self.restarts.front() {
             if now.saturating_duration_since(oldest) < self.intensity.within {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message, Supervised};
+use actix::{Actor, AsyncContext, Context, Handler, Message, Supervised};
 
 use super::intensity::{RestartIntensity, RestartLog};
 
@@ -289,19 +289,6 @@ impl<S: Subtree> Handler<ChildExited> for SubtreeSupervisor<S> {
 
     fn handle(&mut self, exit: ChildExited, _ctx: &mut Context<Self>) {
         self.on_exit(exit.child, exit.reason, Instant::now());
-    }
-}
-
-/// Stops the supervisor (the root supervisor restarts it).
-#[derive(Debug, Clone, Copy, Message)]
-#[rtype(result = "()")]
-pub struct StopSupervisor;
-
-impl<S: Subtree> Handler<StopSupervisor> for SubtreeSupervisor<S> {
-    type Result = ();
-
-    fn handle(&mut self, _: StopSupervisor, ctx: &mut Context<Self>) {
-        ctx.stop();
     }
 }
 
