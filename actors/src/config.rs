@@ -46,6 +46,8 @@ pub struct Config {
     pub supervision: SupervisionConfig,
     #[serde(default)]
     pub mastering: MasteringConfig,
+    #[serde(default)]
+    pub events: EventsConfig,
     /// The stations; at least one.
     pub stations: Vec<StationConfig>,
 }
@@ -115,6 +117,130 @@ impl Default for MasteringConfig {
             target_lufs: -14.0,
             ceiling_dbtp: -1.0,
             max_eq_db: 12.0,
+        }
+    }
+}
+
+/// Which store keeps the play events.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum EventsBackend {
+    /// One SQLite file under `server.data_dir`: no database server needed.
+    #[default]
+    Sqlite,
+    /// A ScyllaDB (or Apache Cassandra) cluster, through CQL.
+    Scylla,
+}
+
+/// Where play events go, and the on-disk spool that holds them while the store is away.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    pub backend: EventsBackend,
+    /// The SQLite file, relative to `server.data_dir` unless absolute.
+    pub sqlite_path: PathBuf,
+    /// Directory of the spool, relative to `server.data_dir` unless absolute.
+    pub spool_dir: PathBuf,
+    /// Largest size of the spool on disk, in MiB (1..=65536); reaching it is an alert.
+    pub spool_max_mb: u64,
+    pub scylla: ScyllaConfig,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            backend: EventsBackend::Sqlite,
+            sqlite_path: PathBuf::from("events.db"),
+            spool_dir: PathBuf::from("spool"),
+            spool_max_mb: 256,
+            scylla: ScyllaConfig::default(),
+        }
+    }
+}
+
+impl EventsConfig {
+    /// The SQLite file, resolved against `data_dir`.
+    pub fn sqlite_file(&self, data_dir: &Path) -> PathBuf {
+        data_dir.join(&self.sqlite_path)
+    }
+
+    /// The spool directory, resolved against `data_dir`.
+    pub fn spool_directory(&self, data_dir: &Path) -> PathBuf {
+        data_dir.join(&self.spool_dir)
+    }
+
+    /// The spool's bound in bytes.
+    pub fn spool_max_bytes(&self) -> u64 {
+        self.spool_max_mb.saturating_mul(1024 * 1024)
+    }
+}
+
+/// Consistency level of CQL reads and writes.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CqlConsistency {
+    One,
+    Two,
+    Quorum,
+    #[default]
+    LocalQuorum,
+    LocalOne,
+    All,
+}
+
+/// The ScyllaDB (or Cassandra) cluster of `events.backend = "scylla"`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScyllaConfig {
+    /// Contact points, `host:port` (at least one).
+    pub known_nodes: Vec<String>,
+    /// Keyspace of the event tables (letters, digits and '_', at most 48).
+    pub keyspace: String,
+    /// Replication factor `sonicforge db migrate` creates the keyspace with (1..=10);
+    /// 3 in production, 1 for a single test node.
+    pub replication_factor: u32,
+    pub consistency: CqlConsistency,
+    /// Time allowed to connect to the cluster (100..=120000).
+    pub connect_timeout_ms: u64,
+    /// Time allowed for one request (100..=120000).
+    pub request_timeout_ms: u64,
+    /// User name for password authentication; the password comes from the environment
+    /// variable named by `password_env`.
+    pub username: Option<String>,
+    pub password_env: String,
+    /// TLS: the CA certificate file (PEM) to verify the nodes with; no TLS when unset.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM) for mutual TLS, both or neither.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// Days rows are kept (the CQL default TTL), per table group (1..=36500).
+    pub events_ttl_days: u32,
+    pub plays_ttl_days: u32,
+    pub sessions_ttl_days: u32,
+    pub totals_ttl_days: u32,
+    /// Window of the time-window compaction of the day-partitioned tables, in days (1..=365).
+    pub compaction_window_days: u32,
+}
+
+impl Default for ScyllaConfig {
+    fn default() -> Self {
+        Self {
+            known_nodes: vec!["127.0.0.1:9042".into()],
+            keyspace: "sonicforge".into(),
+            replication_factor: 1,
+            consistency: CqlConsistency::LocalQuorum,
+            connect_timeout_ms: 5000,
+            request_timeout_ms: 2000,
+            username: None,
+            password_env: "SONICFORGE_CQL_PASSWORD".into(),
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            events_ttl_days: 400,
+            plays_ttl_days: 800,
+            sessions_ttl_days: 400,
+            totals_ttl_days: 3650,
+            compaction_window_days: 1,
         }
     }
 }
@@ -402,6 +528,7 @@ impl Config {
             }
             check_range(key, value, min, max).map_err(|m| invalid(key.into(), m))?;
         }
+        self.validate_events(origin)?;
         for (index, station) in self.stations.iter().enumerate() {
             if let Some(target) = station.mastering_target_lufs {
                 let key = format!("stations[{index}].mastering_target_lufs");
@@ -495,6 +622,117 @@ impl Config {
                     ));
                 }
             }
+        }
+        Ok(())
+    }
+
+    fn validate_events(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: origin.to_string(),
+            key: key.to_string(),
+            message,
+        };
+        let events = &self.events;
+        check_range("events.spool_max_mb", events.spool_max_mb, 1, 65_536)
+            .map_err(|m| invalid("events.spool_max_mb", m))?;
+        for (key, path) in [
+            ("events.sqlite_path", &events.sqlite_path),
+            ("events.spool_dir", &events.spool_dir),
+        ] {
+            if path.as_os_str().is_empty() {
+                return Err(invalid(key, "must not be empty".into()));
+            }
+        }
+        let scylla = &events.scylla;
+        if scylla.known_nodes.is_empty() {
+            return Err(invalid(
+                "events.scylla.known_nodes",
+                "at least one node is needed".into(),
+            ));
+        }
+        for (index, node) in scylla.known_nodes.iter().enumerate() {
+            let well_formed = node
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !well_formed {
+                return Err(invalid(
+                    &format!("events.scylla.known_nodes[{index}]"),
+                    format!("`{node}` is not host:port"),
+                ));
+            }
+        }
+        let keyspace = &scylla.keyspace;
+        if keyspace.is_empty()
+            || keyspace.len() > 48
+            || !keyspace.starts_with(|c: char| c.is_ascii_alphabetic())
+            || !keyspace
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(invalid(
+                "events.scylla.keyspace",
+                format!(
+                    "`{keyspace}` must be 1 to 48 letters, digits or '_', starting with a letter"
+                ),
+            ));
+        }
+        for (key, value, min, max) in [
+            (
+                "events.scylla.replication_factor",
+                u64::from(scylla.replication_factor),
+                1,
+                10,
+            ),
+            (
+                "events.scylla.connect_timeout_ms",
+                scylla.connect_timeout_ms,
+                100,
+                120_000,
+            ),
+            (
+                "events.scylla.request_timeout_ms",
+                scylla.request_timeout_ms,
+                100,
+                120_000,
+            ),
+            (
+                "events.scylla.events_ttl_days",
+                u64::from(scylla.events_ttl_days),
+                1,
+                36_500,
+            ),
+            (
+                "events.scylla.plays_ttl_days",
+                u64::from(scylla.plays_ttl_days),
+                1,
+                36_500,
+            ),
+            (
+                "events.scylla.sessions_ttl_days",
+                u64::from(scylla.sessions_ttl_days),
+                1,
+                36_500,
+            ),
+            (
+                "events.scylla.totals_ttl_days",
+                u64::from(scylla.totals_ttl_days),
+                1,
+                36_500,
+            ),
+            (
+                "events.scylla.compaction_window_days",
+                u64::from(scylla.compaction_window_days),
+                1,
+                365,
+            ),
+        ] {
+            check_range(key, value, min, max).map_err(|m| invalid(key, m))?;
+        }
+        if scylla.tls_cert_file.is_some() != scylla.tls_key_file.is_some() {
+            return Err(invalid(
+                "events.scylla.tls_cert_file",
+                "tls_cert_file and tls_key_file go together".into(),
+            ));
         }
         Ok(())
     }

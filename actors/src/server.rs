@@ -74,7 +74,7 @@ impl Engine {
                 config.listeners,
                 config.supervision,
                 mastering.clone(),
-                config.server.data_dir.join("events.db"),
+                config.events.sqlite_file(&config.server.data_dir),
                 &metrics,
             )?);
         }
