@@ -106,8 +106,8 @@ pub struct MasteringConfig {
     pub target_lufs: f64,
     /// Highest true peak, in dBTP (-20..=0).
     pub ceiling_dbtp: f64,
-    /// Largest boost or cut of the spectral EQ, in dB (0..=24).
-    pub max_eq_db: f64,
+    /// Width of the spectral EQ's correction, in dB from deepest cut to largest boost (0..=60).
+    pub eq_range_db: f64,
 }
 
 impl Default for MasteringConfig {
@@ -116,7 +116,7 @@ impl Default for MasteringConfig {
             backend: MasteringBackendChoice::Auto,
             target_lufs: -14.0,
             ceiling_dbtp: -1.0,
-            max_eq_db: 12.0,
+            eq_range_db: 48.0,
         }
     }
 }
@@ -521,7 +521,7 @@ impl Config {
         for (key, value, min, max) in [
             ("mastering.target_lufs", mastering.target_lufs, -60.0, 0.0),
             ("mastering.ceiling_dbtp", mastering.ceiling_dbtp, -20.0, 0.0),
-            ("mastering.max_eq_db", mastering.max_eq_db, 0.0, 24.0),
+            ("mastering.eq_range_db", mastering.eq_range_db, 0.0, 60.0),
         ] {
             if !value.is_finite() {
                 return Err(invalid(key.into(), format!("{value} is not a number")));

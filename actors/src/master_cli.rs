@@ -32,9 +32,9 @@ pub struct MasterArgs {
     /// Highest true peak of the output in dBTP.
     #[arg(long, default_value_t = -1.0, allow_hyphen_values = true)]
     ceiling: f64,
-    /// Largest boost or cut of the spectral EQ in dB (0..=24).
-    #[arg(long, default_value_t = 12.0)]
-    max_eq_db: f64,
+    /// Width of the spectral EQ's correction in dB, from deepest cut to largest boost (0..=60).
+    #[arg(long, default_value_t = sonicforge_engine::master::eq::DEFAULT_EQ_RANGE_DB)]
+    eq_range_db: f64,
     /// Where the spectral stages run.
     #[arg(long, value_enum, default_value = "auto")]
     backend: MasteringBackendChoice,
@@ -48,7 +48,7 @@ pub fn master(args: &MasterArgs) -> anyhow::Result<()> {
         backend: args.backend,
         target_lufs: args.target_lufs,
         ceiling_dbtp: args.ceiling,
-        max_eq_db: args.max_eq_db,
+        eq_range_db: args.eq_range_db,
     };
     let settings = mastering::choose(&config)?;
     let adapter = match settings.backend {

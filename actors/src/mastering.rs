@@ -78,7 +78,7 @@ pub fn options(config: &MasteringConfig) -> MasteringOptions {
     MasteringOptions {
         target_lufs: config.target_lufs,
         ceiling_dbtp: config.ceiling_dbtp,
-        max_eq_db: config.max_eq_db,
+        eq_range_db: config.eq_range_db,
         ..MasteringOptions::default()
     }
 }

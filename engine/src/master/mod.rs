@@ -48,7 +48,7 @@ pub mod spectral_error;
 
 use std::time::Instant;
 
-pub use analysis::Analysis;
+pub use analysis::{Analysis, ChannelSpectrum};
 pub use cpu::CpuKernels;
 pub use eq::{EqTarget, GenreTarget, ReferenceSpectrum};
 pub use error::MasterError;
@@ -80,8 +80,9 @@ pub struct MasteringOptions {
     pub target_lufs: f64,
     /// Highest true peak of the output, in dBTP (-20 ..= 0). Default -1.
     pub ceiling_dbtp: f64,
-    /// Largest boost or cut of the spectral EQ, in dB (0 ..= 24). Default 12.
-    pub max_eq_db: f64,
+    /// Width of the spectral EQ's correction window, in dB from deepest cut to largest
+    /// boost (0 ..= 60). Default 48.
+    pub eq_range_db: f64,
     /// Smoothing of the spectra before they are compared, in octaves. Default 1/3.
     pub smoothing_octaves: f64,
     /// What the EQ aims for. Default: the neutral built-in curve.
@@ -95,7 +96,7 @@ impl Default for MasteringOptions {
         Self {
             target_lufs: loudness::DEFAULT_TARGET_LUFS,
             ceiling_dbtp: limiter::DEFAULT_CEILING_DBTP,
-            max_eq_db: eq::DEFAULT_MAX_EQ_DB,
+            eq_range_db: eq::DEFAULT_EQ_RANGE_DB,
             smoothing_octaves: eq::DEFAULT_SMOOTHING_OCTAVES,
             eq_target: EqTarget::default(),
             fir_taps: eq::DEFAULT_FIR_TAPS,
@@ -125,7 +126,7 @@ impl MasteringOptions {
 
     fn eq_options(&self) -> EqOptions {
         EqOptions {
-            max_eq_db: self.max_eq_db,
+            range_db: self.eq_range_db,
             smoothing_octaves: self.smoothing_octaves,
             taps: self.fir_taps,
         }
