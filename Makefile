@@ -82,6 +82,21 @@ chaos: build ## Full seeded chaos run: KILLS kills over CHAOS_SECONDS under CHAO
 bench-mastering: build ## Our CPU and GPU mastering beside Matchering 2.0 and ffmpeg loudnorm on the test corpus, table to docs/PERFORMANCE.md (SECONDS=N per track)
 	scripts/bench-mastering.sh $(BENCH_MASTERING_SECONDS)
 
+.PHONY: db-up
+db-up: ## Start a single-node Cassandra 5.0 on 127.0.0.1:9042 for development (data kept between runs)
+	@scripts/install-deps.sh cassandra
+	scripts/cassandra.sh fetch
+	scripts/cassandra.sh start
+
+.PHONY: db-down
+db-down: ## Stop the Cassandra node of db-up
+	scripts/cassandra.sh stop
+
+.PHONY: test-cassandra-harness
+test-cassandra-harness: ## Start a throwaway Cassandra node, write and read rows through CQL, stop it
+	@scripts/install-deps.sh cassandra
+	scripts/cassandra.sh run -- python3 scripts/cassandra_probe.py roundtrip
+
 .PHONY: fmt
 fmt: ## Format the code
 	$(CARGO) fmt --all

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the system packages a target needs, only those that are missing.
-# Usage: scripts/install-deps.sh build|test|loadtest
+# Usage: scripts/install-deps.sh build|test|loadtest|mastering|cassandra
 set -euo pipefail
 
 need=()
@@ -46,8 +46,16 @@ mastering)
     want_pkg libvulkan1
     want_pkg mesa-vulkan-drivers
     ;;
+cassandra)
+    # scripts/cassandra.sh: Cassandra 5.0 runs on Java 17, Maven fetches its jars, python3
+    # checks that the node answers CQL, flock serialises parallel fetches.
+    want java openjdk-17-jre-headless
+    want mvn maven
+    want python3 python3
+    want flock util-linux
+    ;;
 *)
-    echo "usage: $0 build|test|loadtest|mastering" >&2
+    echo "usage: $0 build|test|loadtest|mastering|cassandra" >&2
     exit 2
     ;;
 esac
