@@ -199,6 +199,9 @@ pub struct ScyllaConfig {
     /// Replication factor `sonicforge db migrate` creates the keyspace with (1..=10);
     /// 3 in production, 1 for a single test node.
     pub replication_factor: u32,
+    /// Datacenters of a NetworkTopologyStrategy keyspace, each given `replication_factor`
+    /// copies; empty (the default) for SimpleStrategy.
+    pub replication_datacenters: Vec<String>,
     pub consistency: CqlConsistency,
     /// Time allowed to connect to the cluster (100..=120000).
     pub connect_timeout_ms: u64,
@@ -228,6 +231,7 @@ impl Default for ScyllaConfig {
             known_nodes: vec!["127.0.0.1:9042".into()],
             keyspace: "sonicforge".into(),
             replication_factor: 1,
+            replication_datacenters: Vec::new(),
             consistency: CqlConsistency::LocalQuorum,
             connect_timeout_ms: 5000,
             request_timeout_ms: 2000,

@@ -3,6 +3,7 @@
 //! `src/main.rs`.
 
 pub mod config;
+pub mod events;
 pub mod http;
 pub mod listen;
 pub mod mastering;

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use sonicforge_actors::config::Config;
 use sonicforge_actors::server::Engine;
 
+mod db_cli;
 mod master_cli;
 
 /// SonicForge: a real-time broadcast engine for generated music.
@@ -46,6 +47,9 @@ enum Command {
         #[arg(long, default_value_t = 180)]
         seconds: u64,
     },
+    /// The ScyllaDB schema of the play events: `db migrate`, `db check`.
+    #[command(subcommand)]
+    Db(db_cli::DbCommand),
     /// Print the spectral error between two audio files: the RMS difference in dB
     /// over the 31 third-octave bands 20 Hz-20 kHz, both normalised to equal power.
     SpectralError { a: PathBuf, b: PathBuf },
@@ -92,6 +96,7 @@ fn run() -> anyhow::Result<()> {
         Command::Master(args) => master_cli::master(&args),
         Command::MasteringCorpus { dir, seconds } => master_cli::write_corpus(&dir, seconds),
         Command::SpectralError { a, b } => master_cli::spectral_error(&a, &b),
+        Command::Db(command) => db_cli::run(&command),
         Command::Run { config, listen } => {
             init_logging();
             raise_open_files_limit();

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use sonicforge_engine::events::{EventType, SqliteSink};
+use sonicforge_engine::events::{EventReader, EventType, SqliteSink};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn station_track_listener_and_restart_events_are_stored_across_writer_kills() {

@@ -42,6 +42,8 @@ fn batch() -> Vec<PlayEvent> {
                     track_id,
                     played_ms: 180_000,
                     reason: EndReason::Finished,
+                    play_id: None,
+                    listener_ms: 3_600_000,
                 },
                 n if n % 2 == 1 => EventKind::ListenerJoined {
                     session_id: format!("session-{i}"),
@@ -59,6 +61,8 @@ fn batch() -> Vec<PlayEvent> {
                     rendition_kbps: 64,
                     listened_ms: 600_000,
                     disconnect_reason: "client closed".into(),
+                    joined_id: None,
+                    client_hash: None,
                 },
             };
             PlayEvent::new("bench", kind)

@@ -116,6 +116,9 @@ pub(crate) struct ListenerEvents {
     transport: Transport,
     rendition_kbps: u32,
     joined_at: std::time::Instant,
+    /// The `listener_joined` event's id and client hash, which the leave repeats.
+    joined_id: sonicforge_engine::events::EventId,
+    client_hash: sonicforge_engine::events::ClientHash,
 }
 
 impl ListenerEvents {
@@ -127,19 +130,28 @@ impl ListenerEvents {
         origin: ListenerOrigin,
     ) -> Self {
         let session_id = session.to_string();
-        station.emit(EventKind::ListenerJoined {
-            session_id: session_id.clone(),
-            transport,
-            rendition_kbps,
-            client_hash: origin.client_hash,
-            user_agent_family: origin.user_agent_family.to_string(),
-        });
+        let client_hash = origin.client_hash;
+        let joined = sonicforge_engine::events::PlayEvent::new(
+            station.id(),
+            EventKind::ListenerJoined {
+                session_id: session_id.clone(),
+                transport,
+                rendition_kbps,
+                client_hash: client_hash.clone(),
+                user_agent_family: origin.user_agent_family.to_string(),
+            },
+        );
+        let joined_id = joined.id;
+        station.events.emit(joined);
+        station.listener_clock.joined();
         Self {
             station,
             session_id,
             transport,
             rendition_kbps,
             joined_at: std::time::Instant::now(),
+            joined_id,
+            client_hash,
         }
     }
 
@@ -150,7 +162,10 @@ impl ListenerEvents {
             rendition_kbps: self.rendition_kbps,
             listened_ms: self.joined_at.elapsed().as_millis() as u64,
             disconnect_reason: reason.label().to_string(),
+            joined_id: Some(self.joined_id),
+            client_hash: Some(self.client_hash.clone()),
         });
+        self.station.listener_clock.left();
     }
 }
 

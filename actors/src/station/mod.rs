@@ -157,6 +157,8 @@ pub struct Station {
     pub(crate) event_writer_parts: Slot<event_writer::EventWriterParts>,
     /// Play events go here, to the event writer; handing one over never waits.
     pub events: EventQueue,
+    /// Listener-time of the station, for the listener-milliseconds of each play.
+    pub listener_clock: crate::events::ListenerClock,
     /// The PCM ring between mixer and encoder: the generation now wired, and the ends
     /// of a newer ring waiting for the mixer and the encoder to take them.
     pcm_generation: AtomicU64,
@@ -300,6 +302,7 @@ impl Station {
         let station = Arc::new(Self {
             event_writer_parts: Slot::new(event_writer_parts),
             events,
+            listener_clock: crate::events::ListenerClock::default(),
             scheduler_parts: Slot::new(scheduler::SchedulerParts::new(
                 upcoming_producer,
                 retired_consumer,

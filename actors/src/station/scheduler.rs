@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, ActorFutureExt, AsyncContext, Context, WrapFuture};
-use sonicforge_engine::events::{EndReason, EventKind, TrackSource};
+use sonicforge_engine::events::{EndReason, EventId, EventKind, PlayEvent, TrackSource};
 use sonicforge_engine::frame::SAMPLE_RATE;
 use sonicforge_engine::generate::TrackRequest;
 use sonicforge_engine::mix::{QueuedTrack, RetiredConsumer, UpcomingProducer};
@@ -27,10 +27,21 @@ pub(crate) struct SchedulerParts {
     /// Plays scheduled so far; picks the playlist item and the seed.
     plays: u64,
     next_epoch: u32,
-    /// The epoch whose play events were emitted last, and its track with the sample
-    /// timestamp at which it went on air.
+    /// The epoch whose play events were emitted last, and the play on air.
     announced_epoch: u32,
-    announced: Option<(Arc<TrackInfo>, u64)>,
+    announced: Option<OnAir>,
+}
+
+/// The play on air, as its `track_started` event announced it.
+#[derive(Debug)]
+struct OnAir {
+    track: Arc<TrackInfo>,
+    /// Sample timestamp at which it went on air.
+    started_pts: u64,
+    /// The id of its `track_started` event.
+    play_id: EventId,
+    /// The station's listener-milliseconds when it started.
+    listener_ms_at_start: u64,
 }
 
 impl SchedulerParts {
@@ -147,24 +158,37 @@ fn announce_track_changes(station: &Station, parts: &mut SchedulerParts) {
         return;
     }
     let since_pts = station.board.on_air_since_pts();
-    if let Some((track, started_pts)) = parts.announced.take() {
+    let listener_ms = station.listener_clock.listener_ms();
+    if let Some(on_air) = parts.announced.take() {
         station.emit(EventKind::TrackEnded {
-            track_id: track.track_id.clone(),
-            played_ms: since_pts.saturating_sub(started_pts) * 1000 / u64::from(SAMPLE_RATE),
+            track_id: on_air.track.track_id.clone(),
+            played_ms: since_pts.saturating_sub(on_air.started_pts) * 1000 / u64::from(SAMPLE_RATE),
             reason: EndReason::Finished,
+            play_id: Some(on_air.play_id),
+            listener_ms: listener_ms.saturating_sub(on_air.listener_ms_at_start),
         });
     }
     parts.announced_epoch = epoch;
     if let Some(track) = station.board.get(epoch) {
-        station.emit(EventKind::TrackStarted {
-            track_id: track.track_id.clone(),
-            title: track.title.clone(),
-            source: TrackSource::Prompt(track.prompt.clone()),
-            generator: track.generator.clone(),
-            duration_ms: track.duration_ms,
-            mastering: track.mastering.clone(),
+        let started = PlayEvent::new(
+            station.id(),
+            EventKind::TrackStarted {
+                track_id: track.track_id.clone(),
+                title: track.title.clone(),
+                source: TrackSource::Prompt(track.prompt.clone()),
+                generator: track.generator.clone(),
+                duration_ms: track.duration_ms,
+                mastering: track.mastering.clone(),
+            },
+        );
+        let play_id = started.id;
+        station.events.emit(started);
+        parts.announced = Some(OnAir {
+            track,
+            started_pts: since_pts,
+            play_id,
+            listener_ms_at_start: listener_ms,
         });
-        parts.announced = Some((track, since_pts));
     }
 }
 

@@ -111,6 +111,57 @@ pub enum EventSinkError {
         #[source]
         source: DriverError,
     },
+    #[error(
+        "cannot {operation} the CQL cluster {cluster} for now (unreachable, timed out or overloaded)"
+    )]
+    ClusterUnavailable {
+        /// The cluster's contact points and keyspace.
+        cluster: String,
+        operation: SinkOperation,
+        #[source]
+        source: DriverError,
+    },
+    #[error(
+        "cannot {operation} the CQL cluster {cluster}: it refused the request (authentication, permissions, or a statement its schema does not accept)"
+    )]
+    ClusterRefused {
+        cluster: String,
+        operation: SinkOperation,
+        #[source]
+        source: DriverError,
+    },
+    #[error(
+        "the keyspace {keyspace} on {cluster} has {}, but this build needs event schema version {expected}: {}",
+        found_schema(*found), schema_advice(*found, *expected)
+    )]
+    CqlSchemaMismatch {
+        cluster: String,
+        keyspace: String,
+        /// The version recorded in the keyspace; `None` when there is none.
+        found: Option<i64>,
+        expected: i64,
+    },
+    #[error("cannot set up the connection to the CQL cluster {cluster}: {message}")]
+    ClusterSetup {
+        cluster: String,
+        message: String,
+        #[source]
+        source: Option<DriverError>,
+    },
+}
+
+fn found_schema(found: Option<i64>) -> String {
+    match found {
+        Some(version) => format!("event schema version {version}"),
+        None => "no event schema".to_string(),
+    }
+}
+
+fn schema_advice(found: Option<i64>, expected: i64) -> &'static str {
+    match found {
+        Some(version) if version > expected => "a newer build migrated it; run that build",
+        _ => "run `sonicforge db migrate` first",
+    }
 }
 
 impl EventSinkError {
@@ -118,7 +169,10 @@ impl EventSinkError {
     /// database was busy, locked, full or failed to do I/O. Every other error
     /// needs the sink reopened or an operator's attention.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Unavailable { .. })
+        matches!(
+            self,
+            Self::Unavailable { .. } | Self::ClusterUnavailable { .. }
+        )
     }
 
     /// The operation that failed.
@@ -128,9 +182,13 @@ impl EventSinkError {
             Self::SchemaTooNew { .. } | Self::SchemaUnknown { .. } => SinkOperation::Schema,
             Self::Corrupt { operation, .. }
             | Self::Unavailable { operation, .. }
-            | Self::Database { operation, .. } => *operation,
+            | Self::Database { operation, .. }
+            | Self::ClusterUnavailable { operation, .. }
+            | Self::ClusterRefused { operation, .. } => *operation,
             Self::Encode { .. } => SinkOperation::Write,
             Self::Decode { .. } => SinkOperation::Read,
+            Self::CqlSchemaMismatch { .. } => SinkOperation::Schema,
+            Self::ClusterSetup { .. } => SinkOperation::Open,
         }
     }
 }
@@ -164,5 +222,39 @@ mod tests {
             supported: 1,
         };
         assert!(!too_new.is_retryable());
+    }
+
+    #[test]
+    fn an_unreachable_cluster_is_worth_retrying_a_schema_mismatch_is_not() {
+        let away = EventSinkError::ClusterUnavailable {
+            cluster: "127.0.0.1:9042/sonicforge".into(),
+            operation: SinkOperation::Write,
+            source: "connection refused".into(),
+        };
+        assert!(away.is_retryable());
+        let older = EventSinkError::CqlSchemaMismatch {
+            cluster: "127.0.0.1:9042".into(),
+            keyspace: "sonicforge".into(),
+            found: None,
+            expected: 1,
+        };
+        assert!(!older.is_retryable());
+        assert_eq!(older.operation(), SinkOperation::Schema);
+        assert_eq!(
+            older.to_string(),
+            "the keyspace sonicforge on 127.0.0.1:9042 has no event schema, but this build needs event schema version 1: run `sonicforge db migrate` first"
+        );
+        let newer = EventSinkError::CqlSchemaMismatch {
+            cluster: "n".into(),
+            keyspace: "k".into(),
+            found: Some(3),
+            expected: 1,
+        };
+        let message = newer.to_string();
+        assert!(
+            message.contains("version 3") && message.contains("version 1"),
+            "{message}"
+        );
+        assert!(message.contains("newer build"), "{message}");
     }
 }

@@ -4,6 +4,10 @@
 //! | sink | name | where events go |
 //! | --- | --- | --- |
 //! | [`SqliteSink`] | `"sqlite"` | one SQLite file, the embedded default: no database server needed |
+//! | [`ScyllaSink`] | `"scylla"` | a ScyllaDB or Apache Cassandra cluster through CQL, sharing one [`ScyllaStore`] per process |
+//!
+//! Both also read events back through [`EventReader`], with the same answers
+//! for the same events.
 //!
 //! Every event is a [`PlayEvent`]: a time-ordered [`EventId`] (a version-1
 //! UUID, so a CQL `timeuuid`) taken when the event happens, the station, the
@@ -11,11 +15,16 @@
 //!
 //! # The contract
 //! [`EventSink::write_batch`] stores a batch of events off the real-time path;
-//! it may block on disk or network I/O. A batch is written whole or not at all.
+//! it may block on disk or network I/O. A batch is written whole or not at all
+//! (SQLite: one transaction), or, where the store has no transactions across
+//! partitions (ScyllaDB), so that writing it again completes it without
+//! changing what is already stored: after an error, the writer must keep the
+//! batch and write it again before it counts as stored.
 //! Writing is idempotent: an event whose id is already stored is ignored, with
-//! everything derived from it, so a writer may resend a batch it is unsure
-//! about. On an error nothing of the batch was written:
-//! [`EventSinkError::is_retryable`] says "keep the batch and try again later"
+//! everything derived from it (ScyllaDB writes every cell with the event's
+//! time as its write timestamp, so a second write lands on the same cells),
+//! so a writer may resend a batch it is unsure about. On an error the batch is
+//! not stored: [`EventSinkError::is_retryable`] says "keep the batch and try again later"
 //! (the database is busy, locked, full or away); every other error means this
 //! sink cannot take events until it is reopened or an operator steps in (a
 //! corrupt file, a schema from a newer build), and the writer keeps its batches
@@ -25,16 +34,28 @@
 //! (see [`EventId`]): the audio thread hands what it knows to an actor, which
 //! makes the event.
 
+mod calendar;
 mod error;
 mod id;
 mod model;
+mod read;
+mod scylla;
 mod sqlite;
 
+pub use calendar::{DateError, Day, Month};
 pub use error::{DriverError, EventSinkError, SinkOperation};
 pub use id::{EventId, EventIdError};
 pub use model::{
     ClientHash, EndReason, EventKind, EventType, MasteringStats, Play, PlayEnd, PlayEvent,
     TrackSource, Transport, UnknownEndReason, UnknownEventType,
+};
+pub use read::{
+    DayStats, EventReader, ListenerSession, MAX_SESSION_DAYS, OPEN_SESSION_DAYS, PlayTotal,
+    SessionEnd, SessionSpan, TOP_TRACKS, TrackPlays, TrackTotal,
+};
+pub use scylla::{
+    CQL_SCHEMA_VERSION, CqlConsistency, MigrateOutcome, Replication, SchemaOptions, ScyllaOptions,
+    ScyllaSink, ScyllaStore, TableTtls, TlsFiles,
 };
 pub use sqlite::{SQLITE_SCHEMA_VERSION, SqliteOptions, SqliteSink};
 

@@ -69,6 +69,16 @@ pub enum EventKind {
         /// How much of it was on air.
         played_ms: u64,
         reason: EndReason,
+        /// The id of the `TrackStarted` event of this play, so that a store can
+        /// complete the play without reading. Missing in events stored before
+        /// it was recorded; a store then matches the latest open play of the
+        /// track.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        play_id: Option<EventId>,
+        /// Listener-milliseconds during the play: the station's listener count
+        /// integrated over the time it was on air (0 in older events).
+        #[serde(default)]
+        listener_ms: u64,
     },
     /// A listener connected.
     ListenerJoined {
@@ -87,6 +97,14 @@ pub enum EventKind {
         rendition_kbps: u32,
         listened_ms: u64,
         disconnect_reason: String,
+        /// The id of the session's `ListenerJoined` event, so that a store can
+        /// close the session without reading. Missing in events stored before
+        /// it was recorded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        joined_id: Option<EventId>,
+        /// The session's client hash, as in its `ListenerJoined` event.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_hash: Option<ClientHash>,
     },
     /// The scheduler moved from one playlist to another.
     PlaylistSwapped { from: String, to: String },
@@ -299,6 +317,11 @@ impl ClientHash {
         Self(hex)
     }
 
+    /// A hash as a store kept it (its text form); it is not checked.
+    pub fn from_stored(hash: impl Into<String>) -> Self {
+        Self(hash.into())
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -337,6 +360,8 @@ pub struct PlayEnd {
     pub at_unix_ms: u64,
     pub played_ms: u64,
     pub reason: EndReason,
+    /// Listener-milliseconds during the play (see [`EventKind::TrackEnded`]).
+    pub listener_ms: u64,
 }
 
 #[cfg(test)]
@@ -378,6 +403,8 @@ pub(crate) mod tests {
                 track_id: "a1b2c3d4e5f60718".into(),
                 played_ms: 61_000,
                 reason: EndReason::Skipped,
+                play_id: None,
+                listener_ms: 61_000,
             },
             EventKind::TrackStarted {
                 track_id: "file-1".into(),
@@ -395,6 +422,8 @@ pub(crate) mod tests {
                 track_id: "file-1".into(),
                 played_ms: 1_000,
                 reason: EndReason::Swapped,
+                play_id: None,
+                listener_ms: 0,
             },
             EventKind::ListenerLeft {
                 session_id: "s-1".into(),
@@ -402,6 +431,11 @@ pub(crate) mod tests {
                 rendition_kbps: 64,
                 listened_ms: 62_000,
                 disconnect_reason: "client closed".into(),
+                joined_id: None,
+                client_hash: Some(ClientHash::from_address(
+                    Ipv4Addr::LOCALHOST.into(),
+                    b"salt",
+                )),
             },
             EventKind::ActorRestarted {
                 actor: "encoder".into(),
@@ -409,10 +443,30 @@ pub(crate) mod tests {
             },
             EventKind::StationStopped,
         ];
-        kinds
+        let mut events: Vec<PlayEvent> = kinds
             .into_iter()
             .map(|kind| PlayEvent::new(station, kind))
-            .collect()
+            .collect();
+        // Link the ends to their starts, as the station does.
+        let first_play = events[1].id;
+        let second_play = events[5].id;
+        let joined = events[2].id;
+        for event in &mut events {
+            match &mut event.kind {
+                EventKind::TrackEnded {
+                    track_id, play_id, ..
+                } => {
+                    *play_id = Some(if track_id == "file-1" {
+                        second_play
+                    } else {
+                        first_play
+                    });
+                }
+                EventKind::ListenerLeft { joined_id, .. } => *joined_id = Some(joined),
+                _ => {}
+            }
+        }
+        events
     }
 
     #[test]
@@ -451,11 +505,13 @@ pub(crate) mod tests {
             track_id: "t".into(),
             played_ms: 5,
             reason: EndReason::Finished,
+            play_id: None,
+            listener_ms: 7,
         })
         .unwrap();
         assert_eq!(
             json,
-            serde_json::json!({"type": "track_ended", "track_id": "t", "played_ms": 5, "reason": "finished"})
+            serde_json::json!({"type": "track_ended", "track_id": "t", "played_ms": 5, "reason": "finished", "listener_ms": 7})
         );
         assert_eq!(
             serde_json::to_value(Transport::Websocket).unwrap(),
@@ -465,6 +521,48 @@ pub(crate) mod tests {
             serde_json::to_value(TrackSource::File("/a.flac".into())).unwrap(),
             serde_json::json!({"file": "/a.flac"})
         );
+    }
+
+    #[test]
+    fn payloads_stored_before_play_and_session_links_still_read() {
+        let ended: EventKind = serde_json::from_str(
+            r#"{"type": "track_ended", "track_id": "t", "played_ms": 5, "reason": "skipped"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            ended,
+            EventKind::TrackEnded {
+                track_id: "t".into(),
+                played_ms: 5,
+                reason: EndReason::Skipped,
+                play_id: None,
+                listener_ms: 0,
+            }
+        );
+        let left: EventKind = serde_json::from_str(
+            r#"{"type": "listener_left", "session_id": "9", "transport": "http",
+                "rendition_kbps": 64, "listened_ms": 10, "disconnect_reason": "client_closed"}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            left,
+            EventKind::ListenerLeft {
+                joined_id: None,
+                client_hash: None,
+                ..
+            }
+        ));
+        let play_id = EventId::now();
+        let linked = EventKind::TrackEnded {
+            track_id: "t".into(),
+            played_ms: 5,
+            reason: EndReason::Finished,
+            play_id: Some(play_id),
+            listener_ms: 9,
+        };
+        let json = serde_json::to_value(&linked).unwrap();
+        assert_eq!(json["play_id"], play_id.to_string());
+        assert_eq!(serde_json::from_value::<EventKind>(json).unwrap(), linked);
     }
 
     #[test]

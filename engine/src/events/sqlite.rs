@@ -1,18 +1,30 @@
 //! The embedded event sink: one SQLite file.
 //!
-//! # Schema (version 1)
+//! # Schema (version 2)
 //! - `schema_version (version)`: one row holding the schema version. A file
-//!   with a newer version is refused, never changed.
-//! - `events (id TEXT PRIMARY KEY, station, at_unix_ms, kind, payload)`: every
-//!   event; `kind` is the [`EventType`] name and `payload` the JSON of the
-//!   [`EventKind`]. Indexed on `(station, at_unix_ms)`.
-//! - `plays`: one row per `TrackStarted` event, keyed by its id, completed by
-//!   the matching `TrackEnded` (the latest open play of the same track on the
-//!   same station that started no later than it ended). Indexed on
-//!   `(station, started_at_unix_ms)`.
+//!   with a newer version is refused, never changed; a version-1 file is
+//!   migrated when opened (see below).
+//! - `events (id TEXT PRIMARY KEY, station, at_unix_ms, kind, payload, ticks,
+//!   seq)`: every event; `kind` is the [`EventType`] name, `payload` the JSON
+//!   of the [`EventKind`], `ticks` and `seq` the id's timestamp and clock
+//!   sequence, which order events as a CQL `timeuuid` orders them. Indexed on
+//!   `(station, ticks, seq)`.
+//! - `plays`: one row per play, keyed by the id of its `TrackStarted` event.
+//!   The start fills the track's columns, the `TrackEnded` naming it (through
+//!   `play_id`) the end's; either may come first. An end without `play_id`
+//!   (stored before it existed) completes the latest open play of the same
+//!   track on the same station that started no later than it ended.
+//! - `sessions`: one row per listener session, keyed by the id of its
+//!   `ListenerJoined` event, completed by the `ListenerLeft` naming it
+//!   (through `joined_id`, or, in older events, the latest open session with
+//!   the same session id on the station).
 //!
-//! Rows written within the same millisecond are read back in the order they
-//! were written.
+//! Of two ends of the same play or session, the later event wins, as it does
+//! in ScyllaDB, where every write carries its event's time.
+//!
+//! Version 1 had no `sessions`, no `listener_ms` and no `ticks`; opening a
+//! version-1 file rebuilds the derived tables from `events` in one
+//! transaction.
 //!
 //! The file runs in WAL mode with `synchronous=NORMAL`: a committed batch
 //! survives a crash of the process, and the last batches before a power loss
@@ -20,80 +32,173 @@
 //! do not block the writer; a writer that finds the file locked waits up to
 //! [`SqliteOptions::busy_timeout`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
+use rusqlite::{
+    Connection, ErrorCode, OptionalExtension, Row, Transaction, TransactionBehavior, params,
+};
 
 use super::EventSink;
-use super::error::{EventSinkError, SinkOperation};
+use super::calendar::{Day, Month};
+use super::error::{DriverError, EventSinkError, SinkOperation};
 use super::id::EventId;
-use super::model::{EndReason, EventKind, EventType, Play, PlayEnd, PlayEvent, TrackSource};
+use super::model::{
+    ClientHash, EndReason, EventKind, EventType, Play, PlayEnd, PlayEvent, TrackSource, Transport,
+};
+use super::read::{
+    DayStats, EventReader, ListenerSession, OPEN_SESSION_DAYS, PlayTotal, SessionEnd, SessionSpan,
+    TrackPlays, session_listed_on_day,
+};
 
 /// The schema version this build writes and reads.
-pub const SQLITE_SCHEMA_VERSION: i64 = 1;
+pub const SQLITE_SCHEMA_VERSION: i64 = 2;
 
 const CREATE_VERSION_TABLE: &str =
     "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);";
 
-const CREATE_SCHEMA: &str = "
+const CREATE_EVENTS: &str = "
 CREATE TABLE IF NOT EXISTS events (
     id TEXT PRIMARY KEY NOT NULL,
     station TEXT NOT NULL,
     at_unix_ms INTEGER NOT NULL,
     kind TEXT NOT NULL,
-    payload TEXT NOT NULL
+    payload TEXT NOT NULL,
+    ticks INTEGER,
+    seq INTEGER
 );
-CREATE INDEX IF NOT EXISTS events_by_station_time ON events (station, at_unix_ms);
+";
+
+const CREATE_SCHEMA: &str = "
+CREATE INDEX IF NOT EXISTS events_by_station_order ON events (station, ticks, seq);
 CREATE TABLE IF NOT EXISTS plays (
     id TEXT PRIMARY KEY NOT NULL,
     station TEXT NOT NULL,
     track_id TEXT NOT NULL,
-    title TEXT NOT NULL,
-    source TEXT NOT NULL,
-    generator TEXT NOT NULL,
-    duration_ms INTEGER NOT NULL,
-    mastering TEXT,
     started_at_unix_ms INTEGER NOT NULL,
+    started_ticks INTEGER NOT NULL,
+    started_seq INTEGER NOT NULL,
+    title TEXT,
+    source TEXT,
+    generator TEXT,
+    duration_ms INTEGER,
+    mastering TEXT,
     ended_id TEXT,
+    ended_ticks INTEGER,
+    ended_seq INTEGER,
     ended_at_unix_ms INTEGER,
     played_ms INTEGER,
-    end_reason TEXT
+    end_reason TEXT,
+    listener_ms INTEGER
 );
-CREATE INDEX IF NOT EXISTS plays_by_station_time ON plays (station, started_at_unix_ms);
+CREATE INDEX IF NOT EXISTS plays_by_station_order ON plays (station, started_ticks, started_seq);
+CREATE INDEX IF NOT EXISTS plays_by_track_order ON plays (track_id, started_ticks);
 CREATE INDEX IF NOT EXISTS plays_by_station_track ON plays (station, track_id);
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY NOT NULL,
+    station TEXT NOT NULL,
+    joined_at_unix_ms INTEGER NOT NULL,
+    joined_ticks INTEGER NOT NULL,
+    joined_seq INTEGER NOT NULL,
+    joined_day INTEGER NOT NULL,
+    session_id TEXT NOT NULL,
+    client_hash TEXT,
+    transport TEXT,
+    rendition_kbps INTEGER,
+    user_agent_family TEXT,
+    left_id TEXT,
+    left_ticks INTEGER,
+    left_seq INTEGER,
+    left_at_unix_ms INTEGER,
+    listened_ms INTEGER,
+    disconnect_reason TEXT
+);
+CREATE INDEX IF NOT EXISTS sessions_by_station_day ON sessions (station, joined_day);
+CREATE INDEX IF NOT EXISTS sessions_by_station_left ON sessions (station, left_at_unix_ms);
+CREATE INDEX IF NOT EXISTS sessions_by_client ON sessions (client_hash, joined_ticks);
+CREATE INDEX IF NOT EXISTS sessions_by_station_session ON sessions (station, session_id);
 ";
 
-const INSERT_EVENT: &str = "INSERT OR IGNORE INTO events (id, station, at_unix_ms, kind, payload)
-     VALUES (?1, ?2, ?3, ?4, ?5)";
+/// Version 1 to 2: the old plays table is set aside, its indexes dropped, and
+/// `events` gains its order columns; the derived tables are then rebuilt.
+const MIGRATE_1_TO_2: &str = "
+DROP INDEX IF EXISTS events_by_station_time;
+DROP INDEX IF EXISTS plays_by_station_time;
+DROP INDEX IF EXISTS plays_by_station_track;
+ALTER TABLE plays RENAME TO plays_version_1;
+ALTER TABLE events ADD COLUMN ticks INTEGER;
+ALTER TABLE events ADD COLUMN seq INTEGER;
+";
 
-const INSERT_PLAY: &str = "INSERT OR IGNORE INTO plays
-     (id, station, track_id, title, source, generator, duration_ms, mastering, started_at_unix_ms)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+const INSERT_EVENT: &str =
+    "INSERT OR IGNORE INTO events (id, station, at_unix_ms, kind, payload, ticks, seq)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 
-const END_PLAY: &str = "UPDATE plays
-     SET ended_id = ?1, ended_at_unix_ms = ?2, played_ms = ?3, end_reason = ?4
-     WHERE rowid = (
-         SELECT rowid FROM plays
-         WHERE station = ?5 AND track_id = ?6 AND ended_id IS NULL AND started_at_unix_ms <= ?2
-         ORDER BY started_at_unix_ms DESC, rowid DESC
-         LIMIT 1
-     )";
+const START_PLAY: &str = "INSERT INTO plays
+     (id, station, track_id, started_at_unix_ms, started_ticks, started_seq,
+      title, source, generator, duration_ms, mastering)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+     ON CONFLICT (id) DO UPDATE SET
+         track_id = excluded.track_id, title = excluded.title, source = excluded.source,
+         generator = excluded.generator, duration_ms = excluded.duration_ms,
+         mastering = excluded.mastering";
+
+const END_PLAY: &str = "INSERT INTO plays
+     (id, station, track_id, started_at_unix_ms, started_ticks, started_seq,
+      ended_id, ended_ticks, ended_seq, ended_at_unix_ms, played_ms, end_reason, listener_ms)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+     ON CONFLICT (id) DO UPDATE SET
+         ended_id = excluded.ended_id, ended_ticks = excluded.ended_ticks,
+         ended_seq = excluded.ended_seq, ended_at_unix_ms = excluded.ended_at_unix_ms,
+         played_ms = excluded.played_ms, end_reason = excluded.end_reason,
+         listener_ms = excluded.listener_ms
+     WHERE plays.ended_ticks IS NULL
+        OR (excluded.ended_ticks, excluded.ended_seq) > (plays.ended_ticks, plays.ended_seq)";
+
+const OPEN_PLAY_OF_TRACK: &str = "SELECT id FROM plays
+     WHERE station = ?1 AND track_id = ?2 AND ended_id IS NULL AND title IS NOT NULL
+       AND started_ticks <= ?3
+     ORDER BY started_ticks DESC, started_seq DESC
+     LIMIT 1";
+
+const JOIN_SESSION: &str = "INSERT INTO sessions
+     (id, station, joined_at_unix_ms, joined_ticks, joined_seq, joined_day,
+      session_id, client_hash, transport, rendition_kbps, user_agent_family)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+     ON CONFLICT (id) DO UPDATE SET
+         session_id = excluded.session_id, client_hash = excluded.client_hash,
+         transport = excluded.transport, rendition_kbps = excluded.rendition_kbps,
+         user_agent_family = excluded.user_agent_family";
+
+const LEAVE_SESSION: &str = "INSERT INTO sessions
+     (id, station, joined_at_unix_ms, joined_ticks, joined_seq, joined_day, session_id,
+      client_hash, left_id, left_ticks, left_seq, left_at_unix_ms, listened_ms, disconnect_reason)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+     ON CONFLICT (id) DO UPDATE SET
+         left_id = excluded.left_id, left_ticks = excluded.left_ticks,
+         left_seq = excluded.left_seq, left_at_unix_ms = excluded.left_at_unix_ms,
+         listened_ms = excluded.listened_ms, disconnect_reason = excluded.disconnect_reason
+     WHERE sessions.left_ticks IS NULL
+        OR (excluded.left_ticks, excluded.left_seq) > (sessions.left_ticks, sessions.left_seq)";
+
+const OPEN_SESSION_OF_ID: &str = "SELECT id FROM sessions
+     WHERE station = ?1 AND session_id = ?2 AND left_id IS NULL
+       AND user_agent_family IS NOT NULL AND joined_ticks <= ?3
+     ORDER BY joined_ticks DESC, joined_seq DESC
+     LIMIT 1";
 
 const RECENT_EVENTS: &str = "SELECT id, station, at_unix_ms, payload FROM events
      WHERE station = ?1
-     ORDER BY at_unix_ms DESC, rowid DESC
+     ORDER BY ticks DESC, seq DESC, id DESC
      LIMIT ?2";
 
-const HISTORY: &str =
-    "SELECT id, station, track_id, title, source, generator, duration_ms, mastering,
-            started_at_unix_ms, ended_id, ended_at_unix_ms, played_ms, end_reason
-     FROM plays
-     WHERE station = ?1 AND started_at_unix_ms < ?2
-     ORDER BY started_at_unix_ms DESC, rowid DESC
-     LIMIT ?3";
+const PLAY_COLUMNS: &str = "id, station, track_id, title, source, generator, duration_ms,
+     mastering, started_at_unix_ms, ended_id, ended_at_unix_ms, played_ms, end_reason, listener_ms";
+
+const SESSION_COLUMNS: &str = "id, station, session_id, client_hash, transport, rendition_kbps,
+     user_agent_family, joined_at_unix_ms, left_id, left_at_unix_ms, listened_ms, disconnect_reason";
 
 const COUNTS_FOR_STATION: &str =
     "SELECT kind, COUNT(*) FROM events WHERE station = ?1 GROUP BY kind";
@@ -138,7 +243,8 @@ impl SqliteSink {
     }
 
     /// Opens the database at `path`, creating the file, its missing parent
-    /// directories and the schema where needed.
+    /// directories and the schema where needed, and migrating a version-1
+    /// file.
     ///
     /// Fails with [`EventSinkError::SchemaTooNew`] when a newer build wrote the
     /// file, and with [`EventSinkError::Corrupt`] when it is not a database.
@@ -167,49 +273,6 @@ impl SqliteSink {
     /// The file this sink writes.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// The latest `limit` events of `station`, newest first.
-    pub fn recent_events(
-        &self,
-        station: &str,
-        limit: usize,
-    ) -> Result<Vec<PlayEvent>, EventSinkError> {
-        let fail = |error| classify(&self.path, SinkOperation::Read, error);
-        let mut statement = self
-            .connection
-            .prepare_cached(RECENT_EVENTS)
-            .map_err(fail)?;
-        let mut rows = statement
-            .query(params![station, to_sql_count(limit)])
-            .map_err(fail)?;
-        let mut events = Vec::new();
-        while let Some(row) = rows.next().map_err(fail)? {
-            events.push(self.event_from_row(row)?);
-        }
-        Ok(events)
-    }
-
-    /// The latest `limit` plays of `station` that started before
-    /// `before_unix_ms` (all of them for `None`), newest first. To page back,
-    /// pass the `started_at_unix_ms` of the oldest play of the previous page.
-    pub fn history(
-        &self,
-        station: &str,
-        limit: usize,
-        before_unix_ms: Option<u64>,
-    ) -> Result<Vec<Play>, EventSinkError> {
-        let fail = |error| classify(&self.path, SinkOperation::Read, error);
-        let before = before_unix_ms.map_or(i64::MAX, to_sql_int);
-        let mut statement = self.connection.prepare_cached(HISTORY).map_err(fail)?;
-        let mut rows = statement
-            .query(params![station, before, to_sql_count(limit)])
-            .map_err(fail)?;
-        let mut plays = Vec::new();
-        while let Some(row) = rows.next().map_err(fail)? {
-            plays.push(self.play_from_row(row)?);
-        }
-        Ok(plays)
     }
 
     /// How many events of each type are stored for `station`, or for all
@@ -268,8 +331,8 @@ impl SqliteSink {
         Ok(())
     }
 
-    /// Checks the schema version and creates what is missing, in one
-    /// transaction so that two processes opening a new file agree.
+    /// Checks the schema version, migrates an older one and creates what is
+    /// missing, in one transaction so that two processes opening a file agree.
     fn prepare_schema(&mut self) -> Result<(), EventSinkError> {
         let path = &self.path;
         let fail = |error| classify(path, SinkOperation::Schema, error);
@@ -289,6 +352,7 @@ impl SqliteSink {
             .flatten();
         match found {
             None => {
+                transaction.execute_batch(CREATE_EVENTS).map_err(fail)?;
                 transaction.execute_batch(CREATE_SCHEMA).map_err(fail)?;
                 transaction
                     .execute(
@@ -299,6 +363,23 @@ impl SqliteSink {
             }
             Some(SQLITE_SCHEMA_VERSION) => {
                 transaction.execute_batch(CREATE_SCHEMA).map_err(fail)?;
+            }
+            Some(1) => {
+                transaction.execute_batch(MIGRATE_1_TO_2).map_err(fail)?;
+                transaction.execute_batch(CREATE_SCHEMA).map_err(fail)?;
+                rebuild_derived_tables(&transaction, path)?;
+                transaction
+                    .execute_batch(
+                        "DROP TABLE plays_version_1;
+                         DELETE FROM schema_version;",
+                    )
+                    .map_err(fail)?;
+                transaction
+                    .execute(
+                        "INSERT INTO schema_version (version) VALUES (?1)",
+                        [SQLITE_SCHEMA_VERSION],
+                    )
+                    .map_err(fail)?;
             }
             Some(found) if found > SQLITE_SCHEMA_VERSION => {
                 return Err(EventSinkError::SchemaTooNew {
@@ -318,22 +399,25 @@ impl SqliteSink {
         transaction.commit().map_err(fail)
     }
 
+    fn decode_error(&self, row: &str, source: DriverError) -> EventSinkError {
+        EventSinkError::Decode {
+            path: self.path.clone(),
+            row: row.to_string(),
+            source,
+        }
+    }
+
     fn event_from_row(&self, row: &Row<'_>) -> Result<PlayEvent, EventSinkError> {
         let fail = |error| classify(&self.path, SinkOperation::Read, error);
         let id: String = row.get(0).map_err(fail)?;
         let station: String = row.get(1).map_err(fail)?;
         let at_unix_ms: i64 = row.get(2).map_err(fail)?;
         let payload: String = row.get(3).map_err(fail)?;
-        let decode = |source: super::error::DriverError| EventSinkError::Decode {
-            path: self.path.clone(),
-            row: id.clone(),
-            source,
-        };
         let event_id = id
             .parse::<EventId>()
-            .map_err(|error| decode(error.into()))?;
+            .map_err(|error| self.decode_error(&id, error.into()))?;
         let kind: EventKind =
-            serde_json::from_str(&payload).map_err(|error| decode(error.into()))?;
+            serde_json::from_str(&payload).map_err(|error| self.decode_error(&id, error.into()))?;
         Ok(PlayEvent {
             id: event_id,
             station,
@@ -342,14 +426,11 @@ impl SqliteSink {
         })
     }
 
+    /// A play from a row of [`PLAY_COLUMNS`] whose start is stored.
     fn play_from_row(&self, row: &Row<'_>) -> Result<Play, EventSinkError> {
         let fail = |error| classify(&self.path, SinkOperation::Read, error);
         let id: String = row.get(0).map_err(fail)?;
-        let decode = |source: super::error::DriverError| EventSinkError::Decode {
-            path: self.path.clone(),
-            row: id.clone(),
-            source,
-        };
+        let decode = |source: DriverError| self.decode_error(&id, source);
         let source: String = row.get(4).map_err(fail)?;
         let mastering: Option<String> = row.get(7).map_err(fail)?;
         let ended_id: Option<String> = row.get(9).map_err(fail)?;
@@ -359,6 +440,7 @@ impl SqliteSink {
                 let ended_at: Option<i64> = row.get(10).map_err(fail)?;
                 let played_ms: Option<i64> = row.get(11).map_err(fail)?;
                 let reason: Option<String> = row.get(12).map_err(fail)?;
+                let listener_ms: Option<i64> = row.get(13).map_err(fail)?;
                 Some(PlayEnd {
                     id: ended_id
                         .parse()
@@ -369,6 +451,7 @@ impl SqliteSink {
                         .unwrap_or_default()
                         .parse::<EndReason>()
                         .map_err(|error| decode(error.into()))?,
+                    listener_ms: from_sql_int(listener_ms.unwrap_or(0)),
                 })
             }
         };
@@ -391,6 +474,280 @@ impl SqliteSink {
             ended,
         })
     }
+
+    /// A session from a row of [`SESSION_COLUMNS`] whose join is stored.
+    fn session_from_row(&self, row: &Row<'_>) -> Result<ListenerSession, EventSinkError> {
+        let fail = |error| classify(&self.path, SinkOperation::Read, error);
+        let id: String = row.get(0).map_err(fail)?;
+        let decode = |source: DriverError| self.decode_error(&id, source);
+        let client_hash: Option<String> = row.get(3).map_err(fail)?;
+        let transport: Option<String> = row.get(4).map_err(fail)?;
+        let rendition: Option<i64> = row.get(5).map_err(fail)?;
+        let left_id: Option<String> = row.get(8).map_err(fail)?;
+        let left = match left_id {
+            None => None,
+            Some(left_id) => {
+                let at: Option<i64> = row.get(9).map_err(fail)?;
+                let listened: Option<i64> = row.get(10).map_err(fail)?;
+                let reason: Option<String> = row.get(11).map_err(fail)?;
+                Some(SessionEnd {
+                    id: left_id
+                        .parse()
+                        .map_err(|error: super::id::EventIdError| decode(error.into()))?,
+                    at_unix_ms: from_sql_int(at.unwrap_or(0)),
+                    listened_ms: from_sql_int(listened.unwrap_or(0)),
+                    disconnect_reason: reason.unwrap_or_default(),
+                })
+            }
+        };
+        Ok(ListenerSession {
+            id: id
+                .parse()
+                .map_err(|error: super::id::EventIdError| decode(error.into()))?,
+            station: row.get(1).map_err(fail)?,
+            session_id: row.get(2).map_err(fail)?,
+            client_hash: ClientHash::from_stored(client_hash.unwrap_or_default()),
+            transport: parse_transport(transport.as_deref().unwrap_or_default()).map_err(decode)?,
+            rendition_kbps: u32::try_from(rendition.unwrap_or(0)).unwrap_or(0),
+            user_agent_family: row
+                .get::<_, Option<String>>(6)
+                .map_err(fail)?
+                .unwrap_or_default(),
+            joined_at_unix_ms: from_sql_int(row.get(7).map_err(fail)?),
+            left,
+        })
+    }
+
+    fn query_plays(
+        &self,
+        sql: &str,
+        values: impl rusqlite::Params,
+    ) -> Result<Vec<Play>, EventSinkError> {
+        let fail = |error| classify(&self.path, SinkOperation::Read, error);
+        let mut statement = self.connection.prepare_cached(sql).map_err(fail)?;
+        let mut rows = statement.query(values).map_err(fail)?;
+        let mut plays = Vec::new();
+        while let Some(row) = rows.next().map_err(fail)? {
+            plays.push(self.play_from_row(row)?);
+        }
+        Ok(plays)
+    }
+
+    fn query_sessions(
+        &self,
+        sql: &str,
+        values: impl rusqlite::Params,
+    ) -> Result<Vec<ListenerSession>, EventSinkError> {
+        let fail = |error| classify(&self.path, SinkOperation::Read, error);
+        let mut statement = self.connection.prepare_cached(sql).map_err(fail)?;
+        let mut rows = statement.query(values).map_err(fail)?;
+        let mut sessions = Vec::new();
+        while let Some(row) = rows.next().map_err(fail)? {
+            sessions.push(self.session_from_row(row)?);
+        }
+        Ok(sessions)
+    }
+
+    /// The station's latest [`OPEN_SESSION_DAYS`] days on which a session
+    /// joined: where open sessions are looked for.
+    fn open_session_days(&self, station: &str) -> Result<BTreeSet<u32>, EventSinkError> {
+        let fail = |error| classify(&self.path, SinkOperation::Read, error);
+        let mut statement = self
+            .connection
+            .prepare_cached(
+                "SELECT DISTINCT joined_day FROM sessions
+                 WHERE station = ?1 AND user_agent_family IS NOT NULL
+                 ORDER BY joined_day DESC LIMIT ?2",
+            )
+            .map_err(fail)?;
+        let mut rows = statement
+            .query(params![station, to_sql_count(OPEN_SESSION_DAYS)])
+            .map_err(fail)?;
+        let mut days = BTreeSet::new();
+        while let Some(row) = rows.next().map_err(fail)? {
+            let day: i64 = row.get(0).map_err(fail)?;
+            days.insert(u32::try_from(day).unwrap_or(0));
+        }
+        Ok(days)
+    }
+}
+
+impl EventReader for SqliteSink {
+    fn now_playing(&self, station: &str) -> Result<Option<Play>, EventSinkError> {
+        let sql = format!(
+            "SELECT {PLAY_COLUMNS} FROM plays
+             WHERE station = ?1 AND title IS NOT NULL
+             ORDER BY started_ticks DESC, started_seq DESC LIMIT 1"
+        );
+        let latest = self.query_plays(&sql, params![station])?;
+        Ok(latest
+            .into_iter()
+            .next()
+            .filter(|play| play.ended.is_none()))
+    }
+
+    fn history(
+        &self,
+        station: &str,
+        limit: usize,
+        before_unix_ms: Option<u64>,
+    ) -> Result<Vec<Play>, EventSinkError> {
+        let sql = format!(
+            "SELECT {PLAY_COLUMNS} FROM plays
+             WHERE station = ?1 AND title IS NOT NULL AND started_at_unix_ms < ?2
+             ORDER BY started_ticks DESC, started_seq DESC LIMIT ?3"
+        );
+        let before = before_unix_ms.map_or(i64::MAX, to_sql_int);
+        self.query_plays(&sql, params![station, before, to_sql_count(limit)])
+    }
+
+    fn day_stats(&self, station: &str, day: Day) -> Result<DayStats, EventSinkError> {
+        let fail = |error| classify(&self.path, SinkOperation::Read, error);
+        let (start, end) = (
+            to_sql_int(day.start_unix_ms()),
+            to_sql_int(day.end_unix_ms()),
+        );
+        let mut plays = Vec::new();
+        {
+            let mut statement = self
+                .connection
+                .prepare_cached(
+                    "SELECT id, track_id, title, listener_ms FROM plays
+                     WHERE station = ?1 AND title IS NOT NULL
+                       AND started_at_unix_ms >= ?2 AND started_at_unix_ms < ?3",
+                )
+                .map_err(fail)?;
+            let mut rows = statement
+                .query(params![station, start, end])
+                .map_err(fail)?;
+            while let Some(row) = rows.next().map_err(fail)? {
+                let id: String = row.get(0).map_err(fail)?;
+                let listener_ms: Option<i64> = row.get(3).map_err(fail)?;
+                plays.push(PlayTotal {
+                    play_id: id.parse().map_err(|error: super::id::EventIdError| {
+                        self.decode_error(&id, error.into())
+                    })?,
+                    track_id: row.get(1).map_err(fail)?,
+                    title: row.get(2).map_err(fail)?,
+                    listener_ms: from_sql_int(listener_ms.unwrap_or(0)),
+                });
+            }
+        }
+        let open_days = self.open_session_days(station)?;
+        let mut sessions = Vec::new();
+        {
+            let mut statement = self
+                .connection
+                .prepare_cached(
+                    "SELECT id, joined_day, user_agent_family IS NOT NULL, left_id, listened_ms
+                     FROM sessions
+                     WHERE station = ?1 AND joined_at_unix_ms < ?3
+                       AND (left_at_unix_ms IS NULL OR left_at_unix_ms >= ?2)",
+                )
+                .map_err(fail)?;
+            let mut rows = statement
+                .query(params![station, start, end])
+                .map_err(fail)?;
+            while let Some(row) = rows.next().map_err(fail)? {
+                let id: String = row.get(0).map_err(fail)?;
+                let joined_day: i64 = row.get(1).map_err(fail)?;
+                let join_stored: bool = row.get(2).map_err(fail)?;
+                let left_id: Option<String> = row.get(3).map_err(fail)?;
+                let listened: Option<i64> = row.get(4).map_err(fail)?;
+                let parse = |text: &str| {
+                    text.parse::<EventId>()
+                        .map_err(|error| self.decode_error(&id, error.into()))
+                };
+                let joined = parse(&id)?;
+                let left = left_id
+                    .as_deref()
+                    .map(parse)
+                    .transpose()?
+                    .map(|left| (left, from_sql_int(listened.unwrap_or(0))));
+                let joined_day = Day::from_days_since_epoch(u32::try_from(joined_day).unwrap_or(0));
+                let in_open_window = open_days.contains(&joined_day.days_since_epoch());
+                if session_listed_on_day(
+                    joined_day,
+                    join_stored,
+                    left.map(|(id, _)| id),
+                    in_open_window,
+                    day,
+                ) {
+                    sessions.push(SessionSpan { joined, left });
+                }
+            }
+        }
+        Ok(DayStats::compute(station, day, plays, sessions))
+    }
+
+    fn track_plays(&self, track_id: &str, month: Month) -> Result<TrackPlays, EventSinkError> {
+        let sql = format!(
+            "SELECT {PLAY_COLUMNS} FROM plays
+             WHERE track_id = ?1 AND title IS NOT NULL
+               AND started_at_unix_ms >= ?2 AND started_at_unix_ms < ?3
+             ORDER BY started_ticks DESC, started_seq DESC"
+        );
+        let plays = self.query_plays(
+            &sql,
+            params![
+                track_id,
+                to_sql_int(month.first_day().start_unix_ms()),
+                to_sql_int(month.end_day().start_unix_ms())
+            ],
+        )?;
+        Ok(TrackPlays::from_plays(track_id, month, plays))
+    }
+
+    fn open_sessions(&self, station: &str) -> Result<Vec<ListenerSession>, EventSinkError> {
+        let days = self.open_session_days(station)?;
+        let Some(oldest) = days.first() else {
+            return Ok(Vec::new());
+        };
+        let sql = format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions
+             WHERE station = ?1 AND joined_day >= ?2 AND left_id IS NULL
+               AND user_agent_family IS NOT NULL
+             ORDER BY joined_ticks DESC, joined_seq DESC"
+        );
+        self.query_sessions(&sql, params![station, i64::from(*oldest)])
+    }
+
+    fn listener_sessions(
+        &self,
+        client_hash: &ClientHash,
+        month: Month,
+    ) -> Result<Vec<ListenerSession>, EventSinkError> {
+        let sql = format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions
+             WHERE client_hash = ?1 AND user_agent_family IS NOT NULL
+               AND joined_at_unix_ms >= ?2 AND joined_at_unix_ms < ?3
+             ORDER BY joined_ticks DESC, joined_seq DESC"
+        );
+        self.query_sessions(
+            &sql,
+            params![
+                client_hash.as_str(),
+                to_sql_int(month.first_day().start_unix_ms()),
+                to_sql_int(month.end_day().start_unix_ms())
+            ],
+        )
+    }
+
+    fn recent_events(&self, station: &str, limit: usize) -> Result<Vec<PlayEvent>, EventSinkError> {
+        let fail = |error| classify(&self.path, SinkOperation::Read, error);
+        let mut statement = self
+            .connection
+            .prepare_cached(RECENT_EVENTS)
+            .map_err(fail)?;
+        let mut rows = statement
+            .query(params![station, to_sql_count(limit)])
+            .map_err(fail)?;
+        let mut events = Vec::new();
+        while let Some(row) = rows.next().map_err(fail)? {
+            events.push(self.event_from_row(row)?);
+        }
+        Ok(events)
+    }
 }
 
 impl EventSink for SqliteSink {
@@ -410,79 +767,282 @@ impl EventSink for SqliteSink {
             .map_err(fail)?;
         {
             let mut insert_event = transaction.prepare_cached(INSERT_EVENT).map_err(fail)?;
-            let mut insert_play = transaction.prepare_cached(INSERT_PLAY).map_err(fail)?;
-            let mut end_play = transaction.prepare_cached(END_PLAY).map_err(fail)?;
             for event in events {
-                let encode = |source| EventSinkError::Encode {
-                    id: event.id,
-                    source,
-                };
-                let id = event.id.to_string();
-                let at = to_sql_int(event.at_unix_ms);
-                let payload = serde_json::to_string(&event.kind).map_err(encode)?;
+                let payload = serde_json::to_string(&event.kind).map_err(|source| {
+                    EventSinkError::Encode {
+                        id: event.id,
+                        source,
+                    }
+                })?;
                 let inserted = insert_event
                     .execute(params![
-                        id,
+                        event.id.to_string(),
                         event.station,
-                        at,
+                        to_sql_int(event.at_unix_ms),
                         event.event_type().as_str(),
-                        payload
+                        payload,
+                        ticks(event.id),
+                        i64::from(event.id.clock_sequence()),
                     ])
                     .map_err(fail)?;
                 if inserted == 0 {
                     // Already stored, and so is everything derived from it.
                     continue;
                 }
-                match &event.kind {
-                    EventKind::TrackStarted {
-                        track_id,
-                        title,
-                        source,
-                        generator,
-                        duration_ms,
-                        mastering,
-                    } => {
-                        let source = serde_json::to_string(source).map_err(encode)?;
-                        let mastering = mastering
-                            .as_ref()
-                            .map(serde_json::to_string)
-                            .transpose()
-                            .map_err(encode)?;
-                        insert_play
-                            .execute(params![
-                                id,
-                                event.station,
-                                track_id,
-                                title,
-                                source,
-                                generator,
-                                to_sql_int(*duration_ms),
-                                mastering,
-                                at,
-                            ])
-                            .map_err(fail)?;
-                    }
-                    EventKind::TrackEnded {
-                        track_id,
-                        played_ms,
-                        reason,
-                    } => {
-                        end_play
-                            .execute(params![
-                                id,
-                                at,
-                                to_sql_int(*played_ms),
-                                reason.as_str(),
-                                event.station,
-                                track_id,
-                            ])
-                            .map_err(fail)?;
-                    }
-                    _ => {}
-                }
+                derive(&transaction, path, event)?;
             }
         }
         transaction.commit().map_err(fail)
+    }
+}
+
+/// Rebuilds `plays` and `sessions` from every stored event, in event order,
+/// and fills the events' order columns (the migration from version 1).
+fn rebuild_derived_tables(
+    transaction: &Transaction<'_>,
+    path: &Path,
+) -> Result<(), EventSinkError> {
+    let fail = |error| classify(path, SinkOperation::Schema, error);
+    let mut events = Vec::new();
+    {
+        let mut statement = transaction
+            .prepare("SELECT id, station, payload FROM events")
+            .map_err(fail)?;
+        let mut rows = statement.query([]).map_err(fail)?;
+        while let Some(row) = rows.next().map_err(fail)? {
+            let id: String = row.get(0).map_err(fail)?;
+            let station: String = row.get(1).map_err(fail)?;
+            let payload: String = row.get(2).map_err(fail)?;
+            let decode = |source: DriverError| EventSinkError::Decode {
+                path: path.to_path_buf(),
+                row: id.clone(),
+                source,
+            };
+            let event_id: EventId = id
+                .parse()
+                .map_err(|error: super::id::EventIdError| decode(error.into()))?;
+            let kind: EventKind =
+                serde_json::from_str(&payload).map_err(|error| decode(error.into()))?;
+            events.push(PlayEvent::with_id(event_id, station, kind));
+        }
+    }
+    events.sort_by_key(|event| event.id);
+    let mut set_order = transaction
+        .prepare("UPDATE events SET ticks = ?2, seq = ?3 WHERE id = ?1")
+        .map_err(fail)?;
+    for event in &events {
+        set_order
+            .execute(params![
+                event.id.to_string(),
+                ticks(event.id),
+                i64::from(event.id.clock_sequence())
+            ])
+            .map_err(fail)?;
+        derive(transaction, path, event)?;
+    }
+    Ok(())
+}
+
+/// Stores what `event` adds to `plays` and `sessions`.
+fn derive(
+    transaction: &Transaction<'_>,
+    path: &Path,
+    event: &PlayEvent,
+) -> Result<(), EventSinkError> {
+    let fail = |error| classify(path, SinkOperation::Write, error);
+    let encode = |source| EventSinkError::Encode {
+        id: event.id,
+        source,
+    };
+    let id = event.id.to_string();
+    match &event.kind {
+        EventKind::TrackStarted {
+            track_id,
+            title,
+            source,
+            generator,
+            duration_ms,
+            mastering,
+        } => {
+            let source = serde_json::to_string(source).map_err(encode)?;
+            let mastering = mastering
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(encode)?;
+            transaction
+                .prepare_cached(START_PLAY)
+                .and_then(|mut statement| {
+                    statement.execute(params![
+                        id,
+                        event.station,
+                        track_id,
+                        to_sql_int(event.id.unix_ms()),
+                        ticks(event.id),
+                        i64::from(event.id.clock_sequence()),
+                        title,
+                        source,
+                        generator,
+                        to_sql_int(*duration_ms),
+                        mastering,
+                    ])
+                })
+                .map_err(fail)?;
+        }
+        EventKind::TrackEnded {
+            track_id,
+            played_ms,
+            reason,
+            play_id,
+            listener_ms,
+        } => {
+            let play_id = match play_id {
+                Some(play_id) => Some(*play_id),
+                None => {
+                    let found: Option<String> = transaction
+                        .prepare_cached(OPEN_PLAY_OF_TRACK)
+                        .and_then(|mut statement| {
+                            statement
+                                .query_row(
+                                    params![event.station, track_id, ticks(event.id)],
+                                    |row| row.get(0),
+                                )
+                                .optional()
+                        })
+                        .map_err(fail)?;
+                    found.and_then(|found| found.parse().ok())
+                }
+            };
+            let Some(play_id) = play_id else {
+                return Ok(());
+            };
+            transaction
+                .prepare_cached(END_PLAY)
+                .and_then(|mut statement| {
+                    statement.execute(params![
+                        play_id.to_string(),
+                        event.station,
+                        track_id,
+                        to_sql_int(play_id.unix_ms()),
+                        ticks(play_id),
+                        i64::from(play_id.clock_sequence()),
+                        id,
+                        ticks(event.id),
+                        i64::from(event.id.clock_sequence()),
+                        to_sql_int(event.at_unix_ms),
+                        to_sql_int(*played_ms),
+                        reason.as_str(),
+                        to_sql_int(*listener_ms),
+                    ])
+                })
+                .map_err(fail)?;
+        }
+        EventKind::ListenerJoined {
+            session_id,
+            transport,
+            rendition_kbps,
+            client_hash,
+            user_agent_family,
+        } => {
+            transaction
+                .prepare_cached(JOIN_SESSION)
+                .and_then(|mut statement| {
+                    statement.execute(params![
+                        id,
+                        event.station,
+                        to_sql_int(event.id.unix_ms()),
+                        ticks(event.id),
+                        i64::from(event.id.clock_sequence()),
+                        i64::from(Day::of_unix_ms(event.id.unix_ms()).days_since_epoch()),
+                        session_id,
+                        client_hash.as_str(),
+                        transport_name(*transport),
+                        i64::from(*rendition_kbps),
+                        user_agent_family,
+                    ])
+                })
+                .map_err(fail)?;
+        }
+        EventKind::ListenerLeft {
+            session_id,
+            listened_ms,
+            disconnect_reason,
+            joined_id,
+            client_hash,
+            ..
+        } => {
+            let joined_id = match joined_id {
+                Some(joined_id) => Some(*joined_id),
+                None => {
+                    let found: Option<String> = transaction
+                        .prepare_cached(OPEN_SESSION_OF_ID)
+                        .and_then(|mut statement| {
+                            statement
+                                .query_row(
+                                    params![event.station, session_id, ticks(event.id)],
+                                    |row| row.get(0),
+                                )
+                                .optional()
+                        })
+                        .map_err(fail)?;
+                    found.and_then(|found| found.parse().ok())
+                }
+            };
+            let Some(joined_id) = joined_id else {
+                return Ok(());
+            };
+            transaction
+                .prepare_cached(LEAVE_SESSION)
+                .and_then(|mut statement| {
+                    statement.execute(params![
+                        joined_id.to_string(),
+                        event.station,
+                        to_sql_int(joined_id.unix_ms()),
+                        ticks(joined_id),
+                        i64::from(joined_id.clock_sequence()),
+                        i64::from(Day::of_unix_ms(joined_id.unix_ms()).days_since_epoch()),
+                        session_id,
+                        client_hash.as_ref().map(ClientHash::as_str),
+                        id,
+                        ticks(event.id),
+                        i64::from(event.id.clock_sequence()),
+                        to_sql_int(event.at_unix_ms),
+                        to_sql_int(*listened_ms),
+                        disconnect_reason,
+                    ])
+                })
+                .map_err(fail)?;
+        }
+        EventKind::StationStarted
+        | EventKind::StationStopped
+        | EventKind::PlaylistSwapped { .. }
+        | EventKind::Skip { .. }
+        | EventKind::ActorRestarted { .. } => {}
+    }
+    Ok(())
+}
+
+/// The id's 60-bit timestamp, which fits an SQLite integer.
+fn ticks(id: EventId) -> i64 {
+    to_sql_int(id.gregorian_ticks())
+}
+
+pub(crate) fn transport_name(transport: Transport) -> &'static str {
+    match transport {
+        Transport::Websocket => "websocket",
+        Transport::Http => "http",
+    }
+}
+
+pub(crate) fn parse_transport(name: &str) -> Result<Transport, DriverError> {
+    match name {
+        "websocket" => Ok(Transport::Websocket),
+        "http" => Ok(Transport::Http),
+        other => Err(format!(
+            "{:?} is not a transport",
+            other.chars().take(32).collect::<String>()
+        )
+        .into()),
     }
 }
 
@@ -536,6 +1096,7 @@ mod tests {
     use super::*;
     use crate::events::model::MasteringStats;
     use crate::events::model::tests::one_of_each_kind;
+    use crate::events::read::EventReader;
 
     fn temp_sink() -> (tempfile::TempDir, SqliteSink) {
         let dir = tempfile::tempdir().unwrap();
@@ -581,6 +1142,8 @@ mod tests {
             track_id: track_id.into(),
             played_ms,
             reason,
+            play_id: None,
+            listener_ms: 0,
         }
     }
 
@@ -758,7 +1321,10 @@ mod tests {
         );
         let message = error.to_string();
         assert!(message.contains("version 7"), "{message}");
-        assert!(message.contains("version 1"), "{message}");
+        assert!(
+            message.contains(&format!("version {SQLITE_SCHEMA_VERSION}")),
+            "{message}"
+        );
         assert!(message.contains("events.db"), "{message}");
         assert!(!error.is_retryable());
         // The file was not changed.
@@ -861,4 +1427,103 @@ mod tests {
         }
         assert_eq!(error.operation(), SinkOperation::Read);
     }
+
+    #[test]
+    fn an_end_naming_its_play_completes_it_even_before_the_start_arrives() {
+        let (_dir, mut sink) = temp_sink();
+        let start = event_at(1_000, "lofi", started("t1", "One"));
+        let end = event_at(
+            61_000,
+            "lofi",
+            EventKind::TrackEnded {
+                track_id: "t1".into(),
+                played_ms: 60_000,
+                reason: EndReason::Finished,
+                play_id: Some(start.id),
+                listener_ms: 120_000,
+            },
+        );
+        sink.write_batch(std::slice::from_ref(&end)).unwrap();
+        assert!(sink.history("lofi", 10, None).unwrap().is_empty());
+        assert_eq!(sink.now_playing("lofi").unwrap(), None);
+        sink.write_batch(std::slice::from_ref(&start)).unwrap();
+        let history = sink.history("lofi", 10, None).unwrap();
+        assert_eq!(history.len(), 1);
+        let play_end = history[0].ended.unwrap();
+        assert_eq!(play_end.id, end.id);
+        assert_eq!(play_end.listener_ms, 120_000);
+        assert_eq!(sink.now_playing("lofi").unwrap(), None);
+    }
+
+    #[test]
+    fn a_version_1_file_is_migrated_with_its_plays_and_sessions_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.db");
+        let events = one_of_each_kind("lofi");
+        {
+            let connection = Connection::open(&path).unwrap();
+            connection.execute_batch(VERSION_1_SCHEMA).unwrap();
+            for event in &events {
+                // Version 1 payloads had no play or session links.
+                let mut kind = serde_json::to_value(&event.kind).unwrap();
+                let object = kind.as_object_mut().unwrap();
+                for link in ["play_id", "listener_ms", "joined_id", "client_hash"] {
+                    if event.event_type() != EventType::ListenerJoined {
+                        object.remove(link);
+                    }
+                }
+                connection
+                    .execute(
+                        "INSERT INTO events (id, station, at_unix_ms, kind, payload)
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![
+                            event.id.to_string(),
+                            event.station,
+                            event.at_unix_ms as i64,
+                            event.event_type().as_str(),
+                            kind.to_string()
+                        ],
+                    )
+                    .unwrap();
+            }
+        }
+        let sink = SqliteSink::open(&path).unwrap();
+        let version: i64 = sink
+            .connection
+            .query_row("SELECT version FROM schema_version", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, SQLITE_SCHEMA_VERSION);
+        assert_eq!(rows(&sink, "plays"), 2);
+        let history = sink.history("lofi", 10, None).unwrap();
+        assert_eq!(history.len(), 2);
+        assert!(history.iter().all(|play| play.ended.is_some()));
+        assert_eq!(rows(&sink, "sessions"), 1);
+        assert!(sink.open_sessions("lofi").unwrap().is_empty());
+        let recent = sink.recent_events("lofi", 100).unwrap();
+        assert_eq!(recent.len(), events.len());
+        assert_eq!(recent[0].id, events[events.len() - 1].id);
+        // Opening again finds version 2 and changes nothing.
+        drop(sink);
+        let sink = SqliteSink::open(&path).unwrap();
+        assert_eq!(rows(&sink, "plays"), 2);
+    }
+
+    /// The schema of version 1, as it shipped.
+    const VERSION_1_SCHEMA: &str = "
+        CREATE TABLE schema_version (version INTEGER NOT NULL);
+        INSERT INTO schema_version (version) VALUES (1);
+        CREATE TABLE events (
+            id TEXT PRIMARY KEY NOT NULL, station TEXT NOT NULL, at_unix_ms INTEGER NOT NULL,
+            kind TEXT NOT NULL, payload TEXT NOT NULL
+        );
+        CREATE INDEX events_by_station_time ON events (station, at_unix_ms);
+        CREATE TABLE plays (
+            id TEXT PRIMARY KEY NOT NULL, station TEXT NOT NULL, track_id TEXT NOT NULL,
+            title TEXT NOT NULL, source TEXT NOT NULL, generator TEXT NOT NULL,
+            duration_ms INTEGER NOT NULL, mastering TEXT, started_at_unix_ms INTEGER NOT NULL,
+            ended_id TEXT, ended_at_unix_ms INTEGER, played_ms INTEGER, end_reason TEXT
+        );
+        CREATE INDEX plays_by_station_time ON plays (station, started_at_unix_ms);
+        CREATE INDEX plays_by_station_track ON plays (station, track_id);
+    ";
 }
