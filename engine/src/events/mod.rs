@@ -40,6 +40,7 @@ mod id;
 mod model;
 mod read;
 mod scylla;
+mod spool;
 mod sqlite;
 
 pub use calendar::{DateError, Day, Month};
@@ -56,6 +57,9 @@ pub use read::{
 pub use scylla::{
     CQL_SCHEMA_VERSION, CqlConsistency, MigrateOutcome, Replication, SchemaOptions, ScyllaOptions,
     ScyllaSink, ScyllaStore, TableTtls, TlsFiles,
+};
+pub use spool::{
+    CorruptionKind, MAX_RECORD_BYTES, OpenedSpool, Spool, SpoolCorruption, SpoolError, SpoolOptions,
 };
 pub use sqlite::{SQLITE_SCHEMA_VERSION, SqliteOptions, SqliteSink};
 
