@@ -97,6 +97,14 @@ test-cassandra-harness: ## Start a throwaway Cassandra node, write and read rows
 	@scripts/install-deps.sh cassandra
 	scripts/cassandra.sh run -- python3 scripts/cassandra_probe.py roundtrip
 
+.PHONY: test-scylla
+test-scylla: ## The ScyllaDB event-store tests (both stores agree, idempotent writes, db migrate) on a throwaway Cassandra 5.0 node
+	@scripts/install-deps.sh cassandra
+	$(CARGO) build --locked -p sonicforge-engine -p sonicforge-actors --tests
+	scripts/cassandra.sh run -- $(CARGO) test --locked -p sonicforge-engine -p sonicforge-actors \
+		--test scylla_store_writes_each_event_once --test event_stores_give_the_same_answers \
+		--test db_migrate_command_is_idempotent
+
 .PHONY: fmt
 fmt: ## Format the code
 	$(CARGO) fmt --all

@@ -302,6 +302,32 @@ mod tests {
     }
 
     #[test]
+    fn the_production_example_config_loads_with_three_copies() {
+        let config = crate::config::Config::parse(
+            include_str!("../../config/production.example.toml"),
+            "config/production.example.toml",
+        )
+        .unwrap();
+        assert_eq!(config.events.backend, EventsBackend::Scylla);
+        let schema = schema_options(&config.events.scylla);
+        assert_eq!(
+            schema.replication,
+            Replication::NetworkTopology {
+                datacenters: vec![("dc1".into(), 3)]
+            }
+        );
+        let options = scylla_options(&config.events.scylla, |_| Some("secret".into())).unwrap();
+        assert_eq!(options.known_nodes.len(), 3);
+        assert!(options.tls.is_some());
+        let default =
+            crate::config::Config::parse(crate::config::DEFAULT_CONFIG, "default").unwrap();
+        assert_eq!(
+            schema_options(&default.events.scylla).replication,
+            Replication::Simple { factor: 1 }
+        );
+    }
+
+    #[test]
     fn replication_follows_the_configured_datacenters() {
         let mut config = ScyllaConfig {
             replication_factor: 3,

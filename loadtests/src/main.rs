@@ -9,6 +9,7 @@
 //! escalations and memory; it exits non-zero when a check fails.
 
 mod chaos;
+mod events;
 mod http1;
 mod listener;
 mod ogg;
@@ -41,6 +42,9 @@ enum Command {
     /// Kill actors on a seeded schedule while listeners decode the stream; check that
     /// no kill is heard beyond what its kind allows.
     Chaos(chaos::ChaosArgs),
+    /// Write play events into a CQL node through the engine's ScyllaDB sink at a target
+    /// rate, several batches in flight; report the sustained rate and batch latency.
+    Events(events::EventsArgs),
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -48,6 +52,7 @@ fn main() -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Swarm(args) => run_swarm(&args).map(|()| ExitCode::SUCCESS),
         Command::Chaos(args) => run_chaos(&args),
+        Command::Events(args) => events::run(&args).map(|()| ExitCode::SUCCESS),
     }
 }
 

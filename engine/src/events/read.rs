@@ -68,6 +68,12 @@ pub trait EventReader {
     fn recent_events(&self, station: &str, limit: usize) -> Result<Vec<PlayEvent>, EventSinkError>;
 }
 
+impl std::fmt::Debug for dyn EventReader + Send + Sync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EventReader")
+    }
+}
+
 impl<R: EventReader + ?Sized> EventReader for std::sync::Mutex<R> {
     fn now_playing(&self, station: &str) -> Result<Option<Play>, EventSinkError> {
         lock(self).now_playing(station)
