@@ -143,6 +143,10 @@ pub struct EventsConfig {
     pub spool_dir: PathBuf,
     /// Largest size of the spool on disk, in MiB (1..=65536); reaching it is an alert.
     pub spool_max_mb: u64,
+    /// Off by default; for fault tests: a file, relative to `server.data_dir` unless
+    /// absolute, where each station's event writer appends a line with the id of every
+    /// play event it takes from its queue, before storing it.
+    pub emitted_log: Option<PathBuf>,
     pub scylla: ScyllaConfig,
 }
 
@@ -153,6 +157,7 @@ impl Default for EventsConfig {
             sqlite_path: PathBuf::from("events.db"),
             spool_dir: PathBuf::from("spool"),
             spool_max_mb: 256,
+            emitted_log: None,
             scylla: ScyllaConfig::default(),
         }
     }
@@ -172,6 +177,11 @@ impl EventsConfig {
     /// The spool's bound in bytes.
     pub fn spool_max_bytes(&self) -> u64 {
         self.spool_max_mb.saturating_mul(1024 * 1024)
+    }
+
+    /// The emitted-event log, resolved against `data_dir`, when it is on.
+    pub fn emitted_log_file(&self, data_dir: &Path) -> Option<PathBuf> {
+        self.emitted_log.as_ref().map(|path| data_dir.join(path))
     }
 }
 
@@ -642,7 +652,14 @@ impl Config {
         for (key, path) in [
             ("events.sqlite_path", &events.sqlite_path),
             ("events.spool_dir", &events.spool_dir),
-        ] {
+        ]
+        .into_iter()
+        .chain(
+            events
+                .emitted_log
+                .as_ref()
+                .map(|path| ("events.emitted_log", path)),
+        ) {
             if path.as_os_str().is_empty() {
                 return Err(invalid(key, "must not be empty".into()));
             }

@@ -38,10 +38,19 @@ pub struct Metrics {
     pub mastering_seconds: HistogramVec,
     pub track_lufs: prometheus::GaugeVec,
     pub track_true_peak_dbtp: prometheus::GaugeVec,
+    pub events_emitted: IntCounterVec,
     pub events_written: IntCounterVec,
     pub events_dropped: IntCounterVec,
     pub events_pending: IntGaugeVec,
     pub event_write_errors: IntCounterVec,
+    pub event_spool_bytes: IntGaugeVec,
+    pub event_spool_events: IntGaugeVec,
+    pub event_spool_oldest_age_seconds: prometheus::GaugeVec,
+    pub event_spool_full: IntGaugeVec,
+    pub event_spool_corrupt_records: IntCounterVec,
+    pub event_spool_errors: IntCounterVec,
+    pub event_spool_appended: IntCounterVec,
+    pub event_spool_replayed: IntCounterVec,
 }
 
 fn build<T: prometheus::core::Collector + Clone + 'static>(
@@ -264,6 +273,16 @@ impl Metrics {
                     &["station"],
                 ),
             ),
+            events_emitted: build(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "sonicforge_events_emitted_total",
+                        "Play events handed to the event writer's queue (those dropped not counted).",
+                    ),
+                    &["station"],
+                ),
+            ),
             events_written: build(
                 r,
                 IntCounterVec::new(
@@ -300,6 +319,86 @@ impl Metrics {
                     Opts::new(
                         "sonicforge_event_write_errors_total",
                         "Failed writes of a batch of play events (retried).",
+                    ),
+                    &["station"],
+                ),
+            ),
+            event_spool_bytes: build(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "sonicforge_event_spool_bytes",
+                        "Bytes the play-event spool takes on disk (events waiting for the store).",
+                    ),
+                    &["station"],
+                ),
+            ),
+            event_spool_events: build(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "sonicforge_event_spool_events",
+                        "Play events waiting in the spool for the store to take them.",
+                    ),
+                    &["station"],
+                ),
+            ),
+            event_spool_oldest_age_seconds: build(
+                r,
+                prometheus::GaugeVec::new(
+                    Opts::new(
+                        "sonicforge_event_spool_oldest_age_seconds",
+                        "Age of the oldest play event waiting in the spool; 0 when it is empty.",
+                    ),
+                    &["station"],
+                ),
+            ),
+            event_spool_full: build(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "sonicforge_event_spool_full",
+                        "1 while the play-event spool is at its bound and events wait in memory; alert on it.",
+                    ),
+                    &["station"],
+                ),
+            ),
+            event_spool_corrupt_records: build(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "sonicforge_event_spool_corrupt_records_total",
+                        "Bad records or torn tails found in the play-event spool and moved aside; alert on any.",
+                    ),
+                    &["station"],
+                ),
+            ),
+            event_spool_errors: build(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "sonicforge_event_spool_errors_total",
+                        "Failed opens, appends, reads and syncs of the play-event spool (disk errors).",
+                    ),
+                    &["station"],
+                ),
+            ),
+            event_spool_appended: build(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "sonicforge_event_spool_appended_total",
+                        "Play events appended to the spool because the store failed or the spool held older ones.",
+                    ),
+                    &["station"],
+                ),
+            ),
+            event_spool_replayed: build(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "sonicforge_event_spool_replayed_total",
+                        "Play events replayed from the spool into the store.",
                     ),
                     &["station"],
                 ),

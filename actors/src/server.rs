@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::listen::tune_listener_socket;
 use crate::metrics::Metrics;
-use crate::station::{Station, StationError, Stations};
+use crate::station::{EventStorage, Station, StationError, Stations};
 use crate::supervise::root::{RootSupervisor, Supervise};
 
 /// Errors while starting the engine.
@@ -21,6 +21,8 @@ pub enum ServerError {
     Station(#[from] StationError),
     #[error(transparent)]
     Mastering(#[from] crate::mastering::MasteringSetupError),
+    #[error(transparent)]
+    Events(#[from] crate::events::EventStoreError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -74,7 +76,7 @@ impl Engine {
                 config.listeners,
                 config.supervision,
                 mastering.clone(),
-                config.events.sqlite_file(&config.server.data_dir),
+                event_storage(&config)?,
                 &metrics,
             )?);
         }
@@ -148,6 +150,18 @@ impl Engine {
         }
         result
     }
+}
+
+/// Where the stations' play events go: the configured store (SQLite or the ScyllaDB
+/// cluster), with a spool per station.
+fn event_storage(config: &Config) -> Result<EventStorage, ServerError> {
+    let data_dir = &config.server.data_dir;
+    let store = crate::events::shared_store(&config.events, data_dir)?;
+    Ok(EventStorage::new(
+        store.sink_opener(),
+        &config.events,
+        data_dir,
+    ))
 }
 
 /// The salt of listener address hashes, kept in the data directory so that a

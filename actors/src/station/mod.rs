@@ -39,7 +39,7 @@ use crate::supervise::chaos::{ChaosActor, ChaosMode, Kill, KillError, Killed};
 use crate::supervise::tree::{ChildExited, ExitReason, Heartbeat, Restart, Watched};
 
 pub use encoder::EncoderActor;
-pub use event_writer::{EventQueue, EventWriterActor, Flush};
+pub use event_writer::{EventQueue, EventStorage, EventWriterActor, Flush};
 pub use generator::{GeneratorActor, MasteredTrack};
 pub use mixer::MixerActor;
 pub use scheduler::SchedulerActor;
@@ -208,7 +208,7 @@ impl Station {
         listener_config: ListenerConfig,
         supervision: SupervisionConfig,
         mastering: MasteringSettings,
-        events_path: std::path::PathBuf,
+        storage: EventStorage,
         metrics: &Metrics,
     ) -> Result<Arc<Self>, StationError> {
         let station = Self::start_without_actors(
@@ -216,7 +216,7 @@ impl Station {
             listener_config,
             supervision,
             mastering,
-            events_path,
+            storage,
             metrics,
         )?;
         station.emit(EventKind::StationStarted);
@@ -232,7 +232,7 @@ impl Station {
         listener_config: ListenerConfig,
         supervision: SupervisionConfig,
         mastering: MasteringSettings,
-        events_path: std::path::PathBuf,
+        storage: EventStorage,
         metrics: &Metrics,
     ) -> Result<Arc<Self>, StationError> {
         let station_metrics = StationMetrics::new(
@@ -288,16 +288,15 @@ impl Station {
 
         let seed = config.seed.unwrap_or_else(unix_ms_now);
         let station_label = [config.id.as_str()];
-        let (events, event_receiver) =
-            EventQueue::new(metrics.events_dropped.with_label_values(&station_label));
+        let (events, event_receiver) = EventQueue::new(
+            metrics.events_emitted.with_label_values(&station_label),
+            metrics.events_dropped.with_label_values(&station_label),
+        );
         let event_writer_parts = event_writer::EventWriterParts::new(
+            &config.id,
             event_receiver,
-            events_path,
-            event_writer::EventWriterMetrics {
-                written: metrics.events_written.with_label_values(&station_label),
-                pending: metrics.events_pending.with_label_values(&station_label),
-                write_errors: metrics.event_write_errors.with_label_values(&station_label),
-            },
+            storage,
+            event_writer::EventWriterMetrics::new(metrics, &config.id),
         );
         let station = Arc::new(Self {
             event_writer_parts: Slot::new(event_writer_parts),
@@ -876,7 +875,11 @@ mod tests {
                 backend: crate::mastering::KernelBackend::Cpu,
                 options: crate::mastering::options(&config.mastering),
             },
-            std::env::temp_dir().join("sonicforge-station-test-events.db"),
+            EventStorage::sqlite(
+                std::env::temp_dir().join("sonicforge-station-test-events.db"),
+                std::env::temp_dir().join("sonicforge-station-test-spool"),
+                1 << 20,
+            ),
             &metrics,
         )
         .unwrap();
