@@ -39,12 +39,13 @@ check-config: build ## Check config/sonicforge.toml
 	$(BIN_RELEASE) check-config --config config/sonicforge.toml
 
 .PHONY: test
-test: ## Format and lint checks, every test, and the browser test (installs what is missing)
+test: ## Format and lint checks, every test (on a throwaway Cassandra 5.0 node), and the browser test (installs what is missing)
 	@scripts/install-deps.sh test
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 	$(CARGO) build --locked --workspace --all-targets
-	$(CARGO) test --locked --workspace
+	@scripts/install-deps.sh cassandra
+	scripts/cassandra.sh run -- $(CARGO) test --locked --workspace
 	python3 -m unittest discover -s scripts -p 'test_*.py'
 	$(MAKE) --no-print-directory test-chaos
 	$(MAKE) --no-print-directory test-browser

@@ -226,7 +226,8 @@ pub struct ScyllaConfig {
     /// Client certificate and key (PEM) for mutual TLS, both or neither.
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
-    /// Days rows are kept (the CQL default TTL), per table group (1..=36500).
+    /// Days rows are kept (the CQL default TTL), per table group (1..=7300, the
+    /// longest TTL CQL accepts).
     pub events_ttl_days: u32,
     pub plays_ttl_days: u32,
     pub sessions_ttl_days: u32,
@@ -720,25 +721,25 @@ impl Config {
                 "events.scylla.events_ttl_days",
                 u64::from(scylla.events_ttl_days),
                 1,
-                36_500,
+                7_300,
             ),
             (
                 "events.scylla.plays_ttl_days",
                 u64::from(scylla.plays_ttl_days),
                 1,
-                36_500,
+                7_300,
             ),
             (
                 "events.scylla.sessions_ttl_days",
                 u64::from(scylla.sessions_ttl_days),
                 1,
-                36_500,
+                7_300,
             ),
             (
                 "events.scylla.totals_ttl_days",
                 u64::from(scylla.totals_ttl_days),
                 1,
-                36_500,
+                7_300,
             ),
             (
                 "events.scylla.compaction_window_days",

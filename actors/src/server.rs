@@ -11,7 +11,9 @@ use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::listen::tune_listener_socket;
 use crate::metrics::Metrics;
-use crate::station::{EventStorage, Station, StationError, Stations};
+use crate::station::{
+    ALIVE_EVERY, AliveMarker, EventStorage, Station, StationError, Stations, UncleanSessions,
+};
 use crate::supervise::root::{RootSupervisor, Supervise};
 
 /// Errors while starting the engine.
@@ -69,16 +71,25 @@ impl Engine {
         }
         let metrics = Metrics::new();
         let mastering = crate::mastering::choose(&config.mastering)?;
+        let event_reader = open_event_reader(&config);
         let mut stations = Stations::default();
         for station_config in &config.stations {
-            stations.insert(Station::start(
+            // Looked up before the station starts, so that only the previous run counts.
+            let unclean = event_reader.as_ref().and_then(|reader| {
+                find_unclean_sessions(reader.as_ref(), &config, &station_config.id, &metrics)
+            });
+            let station = Station::start(
                 station_config.clone(),
                 config.listeners,
                 config.supervision,
                 mastering.clone(),
                 event_storage(&config)?,
                 &metrics,
-            )?);
+            )?;
+            if let Some(unclean) = unclean {
+                close_unclean_sessions(&station, &unclean);
+            }
+            stations.insert(station);
         }
         let root = RootSupervisor::default().start();
         for station in stations.iter() {
@@ -88,14 +99,15 @@ impl Engine {
             });
         }
         let stations = Arc::new(stations);
+        record_stations_alive(&stations, &config.server.data_dir);
         let config = Arc::new(config);
         let salt = client_hash_salt(&config.server.data_dir);
-        let state = web::Data::new(AppState::new(
-            Arc::clone(&stations),
-            metrics,
-            Arc::clone(&config),
-            salt,
-        ));
+        let mut app_state =
+            AppState::new(Arc::clone(&stations), metrics, Arc::clone(&config), salt);
+        if let Some(reader) = event_reader {
+            app_state = app_state.with_event_reader(reader);
+        }
+        let state = web::Data::new(app_state);
         let listener_config = config.listeners;
         let workers = match config.server.workers {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
@@ -162,6 +174,95 @@ fn event_storage(config: &Config) -> Result<EventStorage, ServerError> {
         &config.events,
         data_dir,
     ))
+}
+
+/// The read side of the event store, for the read API and the lookup of sessions left
+/// open; `None` (logged) when the store cannot be read now.
+fn open_event_reader(config: &Config) -> Option<crate::events::SharedReader> {
+    let opened = crate::events::shared_store(&config.events, &config.server.data_dir)
+        .map_err(|error| error.to_string())
+        .and_then(|store| store.reader().map_err(|error| error.to_string()));
+    match opened {
+        Ok(reader) => Some(reader),
+        Err(error) => {
+            tracing::warn!(%error, "the event store cannot be read: the history API answers 503 and sessions left open by an earlier run stay open");
+            None
+        }
+    }
+}
+
+/// The listener sessions the previous run of `station` left open; `None` (logged)
+/// when they cannot be looked up.
+fn find_unclean_sessions(
+    reader: &dyn sonicforge_engine::events::EventReader,
+    config: &Config,
+    station: &str,
+    metrics: &Metrics,
+) -> Option<UncleanSessions> {
+    let spool_dir = config
+        .events
+        .spool_directory(&config.server.data_dir)
+        .join(station);
+    let options =
+        sonicforge_engine::events::SpoolOptions::with_max_bytes(config.events.spool_max_bytes());
+    let alive = AliveMarker::new(&config.server.data_dir, station);
+    match UncleanSessions::find(reader, station, &spool_dir, options, &alive) {
+        Ok(found) => {
+            for corruption in &found.spool_corruption {
+                tracing::error!(
+                    station, %corruption,
+                    "bad bytes in the event spool moved aside; the good records are kept"
+                );
+            }
+            metrics
+                .event_spool_corrupt_records
+                .with_label_values(&[station])
+                .inc_by(found.spool_corruption.len() as u64);
+            Some(found)
+        }
+        Err(error) => {
+            tracing::warn!(station, %error, "cannot look up listener sessions left open by an earlier run");
+            None
+        }
+    }
+}
+
+/// Writes every station's [`AliveMarker`] every [`ALIVE_EVERY`], off the audio path,
+/// for as long as the engine runs.
+fn record_stations_alive(stations: &Arc<Stations>, data_dir: &std::path::Path) {
+    let markers: Vec<AliveMarker> = stations
+        .iter()
+        .map(|station| AliveMarker::new(data_dir, station.id()))
+        .collect();
+    actix::spawn(async move {
+        let mut every = tokio::time::interval(ALIVE_EVERY);
+        loop {
+            every.tick().await;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |elapsed| elapsed.as_millis() as u64);
+            for marker in &markers {
+                if let Err(error) = marker.touch(now) {
+                    tracing::warn!(%error, ?marker, "cannot record that the station is alive");
+                }
+            }
+        }
+    });
+}
+
+/// Closes the sessions an earlier run left open, with the reason `unclean_shutdown`.
+fn close_unclean_sessions(station: &Station, unclean: &UncleanSessions) {
+    let closing = unclean.closing_events();
+    if closing.is_empty() {
+        return;
+    }
+    tracing::warn!(
+        station = %station.id(), sessions = closing.len(),
+        "closing listener sessions an earlier run left open (it stopped uncleanly)"
+    );
+    for event in closing {
+        station.emit(event);
+    }
 }
 
 /// The salt of listener address hashes, kept in the data directory so that a

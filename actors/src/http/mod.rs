@@ -1,6 +1,7 @@
 //! The actix-web application: player pages, the station API, listener streams,
 //! metrics and health.
 
+mod play_events;
 mod web_files;
 
 use std::sync::Arc;
@@ -19,7 +20,6 @@ use crate::metrics::{ListenerMetrics, Metrics, TRANSPORT_HTTP, TRANSPORT_WEBSOCK
 use crate::station::{NowPlaying, Station, Stations};
 
 /// Shared by every request handler.
-#[derive(Debug)]
 pub struct AppState {
     pub stations: Arc<Stations>,
     pub metrics: Metrics,
@@ -27,6 +27,17 @@ pub struct AppState {
     next_serial: AtomicU32,
     /// Salt of the listeners' address hashes in play events.
     pub client_hash_salt: Vec<u8>,
+    /// The play-event store's read side, for the history and statistics API.
+    pub events: Option<crate::events::SharedReader>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("stations", &self.stations.iter().count())
+            .field("event_reader", &self.events.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl AppState {
@@ -42,7 +53,14 @@ impl AppState {
             config,
             next_serial: AtomicU32::new(0x5f0_0001),
             client_hash_salt,
+            events: None,
         }
+    }
+
+    /// Answers the play-event read API from `reader`.
+    pub fn with_event_reader(mut self, reader: crate::events::SharedReader) -> Self {
+        self.events = Some(reader);
+        self
     }
 
     fn station(&self, id: &str) -> Result<&Arc<Station>, ApiError> {
@@ -104,6 +122,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/sw.js", web::get().to(web_files::service_worker))
         .route("/api/stations", web::get().to(list_stations))
         .route("/api/stations/{id}", web::get().to(get_station))
+        .route(
+            "/api/stations/{id}/now-playing",
+            web::get().to(play_events::now_playing),
+        )
+        .route(
+            "/api/stations/{id}/history",
+            web::get().to(play_events::history),
+        )
+        .route(
+            "/api/stations/{id}/stats",
+            web::get().to(play_events::stats),
+        )
+        .route(
+            "/api/tracks/{id}/plays",
+            web::get().to(play_events::track_plays),
+        )
         .route("/api/admin/chaos", web::post().to(chaos))
         .route("/metrics", web::get().to(metrics))
         .route("/healthz", web::get().to(healthz))

@@ -17,6 +17,7 @@ mod mixer;
 mod scheduler;
 mod subtree;
 mod track_board;
+mod unclean_sessions;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -45,6 +46,9 @@ pub use mixer::MixerActor;
 pub use scheduler::SchedulerActor;
 pub use subtree::StationSubtree;
 pub use track_board::{NowPlaying, TrackBoard, TrackInfo};
+pub use unclean_sessions::{
+    ALIVE_EVERY, AliveMarker, UNCLEAN_SHUTDOWN, UncleanSessions, UncleanSessionsError,
+};
 
 /// Packets kept in each rendition's broadcast ring: pre-roll, the lag allowance and a margin.
 const PACKET_RING_SECONDS: u64 = 4;

@@ -39,16 +39,37 @@ impl Engine {
     /// Starts the engine with `config` on a free loopback port and waits until it listens.
     pub fn start(config: &str) -> Self {
         let dir = TempDir::new();
-        let config_path = dir.path.join("sonicforge.toml");
-        std::fs::write(&config_path, config).unwrap();
-        let log = dir.path.join("engine.log");
+        std::fs::write(dir.path.join("sonicforge.toml"), config).unwrap();
+        let (child, base_url) = Self::spawn(&dir.path);
+        let addr = base_url.trim_start_matches("http://").to_string();
+        Self {
+            child,
+            base_url,
+            addr,
+            log: dir.path.join("engine.log"),
+            data_dir: dir.path.join("data"),
+            _dir: dir,
+        }
+    }
+
+    /// Starts an engine on the config and data directory in `dir` and waits for its
+    /// address.
+    fn spawn(dir: &std::path::Path) -> (Child, String) {
+        let config_path = dir.join("sonicforge.toml");
+        let log = dir.join("engine.log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_sonicforge"))
             .args(["run", "--listen", "127.0.0.1:0", "--config"])
             .arg(&config_path)
-            .env("SONICFORGE_DATA_DIR", dir.path.join("data"))
+            .env("SONICFORGE_DATA_DIR", dir.join("data"))
             .env("SONICFORGE_LOG", "info")
             .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log)
+                    .unwrap(),
+            )
             .spawn()
             .expect("the sonicforge binary starts");
         let stdout = child.stdout.take().unwrap();
@@ -60,8 +81,8 @@ impl Engine {
                 }
             }
         });
-        let base_url = match receiver.recv_timeout(Duration::from_secs(60)) {
-            Ok(url) => url.trim_end_matches('/').to_string(),
+        match receiver.recv_timeout(Duration::from_secs(60)) {
+            Ok(url) => (child, url.trim_end_matches('/').to_string()),
             Err(_) => {
                 let _ = child.kill();
                 panic!(
@@ -69,16 +90,22 @@ impl Engine {
                     std::fs::read_to_string(&log).unwrap_or_default()
                 );
             }
-        };
-        let addr = base_url.trim_start_matches("http://").to_string();
-        Self {
-            child,
-            base_url,
-            addr,
-            log,
-            data_dir: dir.path.join("data"),
-            _dir: dir,
         }
+    }
+
+    /// Kills the engine without warning (SIGKILL), as a crash or power loss would.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Starts the engine again on the same config and data directory (after
+    /// [`kill`](Self::kill) or [`terminate`](Self::terminate)); its address changes.
+    pub fn restart(&mut self) {
+        let (child, base_url) = Self::spawn(&self._dir.path);
+        self.child = child;
+        self.addr = base_url.trim_start_matches("http://").to_string();
+        self.base_url = base_url;
     }
 
     pub fn pid(&self) -> u32 {
