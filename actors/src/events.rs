@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use sonicforge_engine::events::{
     CqlConsistency as EngineConsistency, EventReader, EventSink, EventSinkError, Replication,
-    SchemaOptions, ScyllaOptions, ScyllaStore, SqliteSink, TableTtls, TlsFiles,
+    SchemaOptions, ScyllaOptions, ScyllaStore, SqliteOptions, SqliteSink, TableTtls, TlsFiles,
 };
 
 use crate::config::{CqlConsistency, EventsBackend, EventsConfig, ScyllaConfig};
@@ -24,6 +24,11 @@ pub enum EventStoreError {
     #[error(transparent)]
     Sink(#[from] EventSinkError),
 }
+
+/// How long a station's writer waits for SQLite's lock before its batch goes to the
+/// spool: short, so that a locked file (a backup, an operator's `sqlite3`) moves events
+/// to the spool within a tick or four instead of stalling the writer.
+pub const SQLITE_WRITER_BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Reads play events back; shared by every HTTP worker.
 pub type SharedReader = Arc<dyn EventReader + Send + Sync>;
@@ -73,7 +78,12 @@ impl EventStore {
     /// A sink for one station's event writer.
     pub fn open_sink(&self) -> Result<Box<dyn EventSink>, EventSinkError> {
         match self {
-            Self::Sqlite { path } => Ok(Box::new(SqliteSink::open(path)?)),
+            Self::Sqlite { path } => Ok(Box::new(SqliteSink::open_with(
+                path,
+                SqliteOptions {
+                    busy_timeout: SQLITE_WRITER_BUSY_TIMEOUT,
+                },
+            )?)),
             Self::Scylla(store) => Ok(Box::new(store.sink())),
         }
     }
