@@ -896,23 +896,9 @@ fn derive(
             play_id,
             listener_ms,
         } => {
-            let play_id = match play_id {
-                Some(play_id) => Some(*play_id),
-                None => {
-                    let found: Option<String> = transaction
-                        .prepare_cached(OPEN_PLAY_OF_TRACK)
-                        .and_then(|mut statement| {
-                            statement
-                                .query_row(
-                                    params![event.station, track_id, ticks(event.id)],
-                                    |row| row.get(0),
-                                )
-                                .optional()
-                        })
-                        .map_err(fail)?;
-                    found.and_then(|found| found.parse().ok())
-                }
-            };
+            let play_id =
+                linked_or_open_row(transaction, *play_id, OPEN_PLAY_OF_TRACK, event, track_id)
+                    .map_err(fail)?;
             let Some(play_id) = play_id else {
                 return Ok(());
             };
@@ -971,23 +957,14 @@ fn derive(
             client_hash,
             ..
         } => {
-            let joined_id = match joined_id {
-                Some(joined_id) => Some(*joined_id),
-                None => {
-                    let found: Option<String> = transaction
-                        .prepare_cached(OPEN_SESSION_OF_ID)
-                        .and_then(|mut statement| {
-                            statement
-                                .query_row(
-                                    params![event.station, session_id, ticks(event.id)],
-                                    |row| row.get(0),
-                                )
-                                .optional()
-                        })
-                        .map_err(fail)?;
-                    found.and_then(|found| found.parse().ok())
-                }
-            };
+            let joined_id = linked_or_open_row(
+                transaction,
+                *joined_id,
+                OPEN_SESSION_OF_ID,
+                event,
+                session_id,
+            )
+            .map_err(fail)?;
             let Some(joined_id) = joined_id else {
                 return Ok(());
             };
@@ -1078,6 +1055,28 @@ fn classify(path: &Path, operation: SinkOperation, error: rusqlite::Error) -> Ev
 }
 
 /// SQLite integers are signed: values past `i64::MAX` are stored as `i64::MAX`.
+/// The id of the row an end event closes: the one it links to, or, for an end stored
+/// before ends carried the link, the latest open row of the same station and `key`
+/// (track or session id) that began before it (`open_row_query` finds it).
+fn linked_or_open_row(
+    transaction: &Transaction<'_>,
+    linked: Option<EventId>,
+    open_row_query: &str,
+    event: &PlayEvent,
+    key: &str,
+) -> rusqlite::Result<Option<EventId>> {
+    if linked.is_some() {
+        return Ok(linked);
+    }
+    let found: Option<String> = transaction
+        .prepare_cached(open_row_query)?
+        .query_row(params![event.station, key, ticks(event.id)], |row| {
+            row.get(0)
+        })
+        .optional()?;
+    Ok(found.and_then(|found| found.parse().ok()))
+}
+
 fn to_sql_int(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }

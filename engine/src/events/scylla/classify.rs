@@ -99,49 +99,20 @@ pub(crate) fn execution(
     operation: SinkOperation,
     error: ExecutionError,
 ) -> EventSinkError {
-    let cluster = cluster.to_string();
-    let source = Box::new(error);
-    if execution_is_final(&source) {
-        EventSinkError::ClusterRefused {
-            cluster,
-            operation,
-            source,
-        }
-    } else {
-        EventSinkError::ClusterUnavailable {
-            cluster,
-            operation,
-            source,
-        }
-    }
+    let is_final = execution_is_final(&error);
+    cluster_error(cluster, operation, is_final, error)
 }
 
 /// A preparation error as the sink reports it.
 pub(crate) fn prepare(cluster: &str, error: PrepareError) -> EventSinkError {
-    let cluster = cluster.to_string();
-    let operation = SinkOperation::Open;
-    let source = Box::new(error);
-    if prepare_is_final(&source) {
-        EventSinkError::ClusterRefused {
-            cluster,
-            operation,
-            source,
-        }
-    } else {
-        EventSinkError::ClusterUnavailable {
-            cluster,
-            operation,
-            source,
-        }
-    }
+    let is_final = prepare_is_final(&error);
+    cluster_error(cluster, SinkOperation::Open, is_final, error)
 }
 
 /// A failure to open a session as the sink reports it: refused credentials
 /// and a bad configuration are final, everything else (no node answers, DNS)
 /// may pass.
 pub(crate) fn new_session(cluster: &str, error: NewSessionError) -> EventSinkError {
-    let cluster = cluster.to_string();
-    let operation = SinkOperation::Open;
     let is_final = match &error {
         NewSessionError::EmptyKnownNodesList | NewSessionError::IllegalConfig(_) => true,
         NewSessionError::MetadataError(scylla::errors::MetadataError::ConnectionPoolError(
@@ -150,6 +121,30 @@ pub(crate) fn new_session(cluster: &str, error: NewSessionError) -> EventSinkErr
         NewSessionError::UseKeyspaceError(_) => true,
         _ => false,
     };
+    cluster_error(cluster, SinkOperation::Open, is_final, error)
+}
+
+/// Any other driver error met while reading rows (a page that failed, a row
+/// of an unexpected type): retryable when it came from the network.
+pub(crate) fn read<E>(cluster: &str, error: E, retryable: bool) -> EventSinkError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    cluster_error(cluster, SinkOperation::Read, !retryable, error)
+}
+
+/// `ClusterRefused` for an error that will not pass by itself, `ClusterUnavailable`
+/// (retryable) for one that may.
+fn cluster_error<E>(
+    cluster: &str,
+    operation: SinkOperation,
+    is_final: bool,
+    error: E,
+) -> EventSinkError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let cluster = cluster.to_string();
     let source = Box::new(error);
     if is_final {
         EventSinkError::ClusterRefused {
@@ -159,30 +154,6 @@ pub(crate) fn new_session(cluster: &str, error: NewSessionError) -> EventSinkErr
         }
     } else {
         EventSinkError::ClusterUnavailable {
-            cluster,
-            operation,
-            source,
-        }
-    }
-}
-
-/// Any other driver error met while reading rows (a page that failed, a row
-/// of an unexpected type): retryable when it came from the network.
-pub(crate) fn read<E>(cluster: &str, error: E, retryable: bool) -> EventSinkError
-where
-    E: std::error::Error + Send + Sync + 'static,
-{
-    let cluster = cluster.to_string();
-    let operation = SinkOperation::Read;
-    let source = Box::new(error);
-    if retryable {
-        EventSinkError::ClusterUnavailable {
-            cluster,
-            operation,
-            source,
-        }
-    } else {
-        EventSinkError::ClusterRefused {
             cluster,
             operation,
             source,
