@@ -12,6 +12,8 @@ SECONDS ?= 60
 KILLS ?= 100
 CHAOS_SECONDS ?= 300
 CHAOS_LISTENERS ?= 200
+EVENTS_RATE ?= 25000
+EVENTS_SECONDS ?= 60
 # Seconds per corpus track of bench-mastering: 180, or SECONDS=N given on the command
 # line (SECONDS's own default, 60, is loadtest's).
 BENCH_MASTERING_SECONDS ?= $(if $(filter command line,$(origin SECONDS)),$(SECONDS),180)
@@ -72,6 +74,17 @@ bench: deps ## Run the criterion benchmarks (generator, mixer, encoder, rings)
 loadtest: build ## Swarm of LISTENERS WebSocket listeners for SECONDS against a fresh release engine
 	$(CARGO) build --release --locked -p sonicforge-loadtests
 	scripts/loadtest.sh $(LISTENERS) $(SECONDS)
+
+.PHONY: loadtest-events
+loadtest-events: ## Play events at EVENTS_RATE/s for EVENTS_SECONDS into a throwaway Cassandra 5.0 node (after a 30 s warm-up), then into SQLite
+	@scripts/install-deps.sh cassandra
+	$(CARGO) build --release --locked -p sonicforge-loadtests
+	scripts/cassandra.sh fetch
+	scripts/cassandra.sh run -- $(CARGO_TARGET_DIR)/release/sonicforge-loadtests events \
+		--rate $(EVENTS_RATE) --warm-up 30 --seconds $(EVENTS_SECONDS) --batch 1024 --in-flight 16
+	rm -f $(CARGO_TARGET_DIR)/loadtest-events.db $(CARGO_TARGET_DIR)/loadtest-events.db-*
+	$(CARGO_TARGET_DIR)/release/sonicforge-loadtests events --sqlite $(CARGO_TARGET_DIR)/loadtest-events.db \
+		--rate $(EVENTS_RATE) --warm-up 5 --seconds $(EVENTS_SECONDS) --batch 1024 --in-flight 4
 
 .PHONY: chaos
 chaos: build ## Full seeded chaos run: KILLS kills over CHAOS_SECONDS under CHAOS_LISTENERS listeners (SEED=N replays)

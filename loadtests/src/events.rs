@@ -1,20 +1,25 @@
-//! `events`: writes play events into a CQL node through the engine's ScyllaDB sink at
-//! a target rate, several batches in flight, and reports the sustained rate and the
-//! latency of each batch write.
+//! `events`: writes play events through the engine's sinks at a target rate, several
+//! batches in flight, and reports the sustained rate and the latency of each batch
+//! write: into a CQL node (the ScyllaDB sink), or into a SQLite file with `--sqlite`.
 //!
-//! Each writer thread has its own sink on one shared store (one driver session, as in
-//! the engine, where each station's writer has its own). The events look like a busy
+//! Each writer thread has its own sink, as each station's writer has in the engine: on
+//! one shared store (one driver session) for CQL, or its own connection to the one
+//! file for SQLite. A warm-up at the same rate comes first and is not counted: a
+//! freshly started node compiles its hot paths while it runs and writes at less than
+//! half its rate in its first half-minute. The events look like a busy
 //! station's: listeners joining and leaving (each leave linked to its join), tracks
 //! starting and ending (each end linked to its start).
 
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use hdrhistogram::Histogram;
 use sonicforge_engine::events::{
     ClientHash, CqlConsistency, EndReason, EventId, EventKind, EventSink, PlayEvent, Replication,
-    SchemaOptions, ScyllaOptions, ScyllaStore, TableTtls, TrackSource, Transport,
+    SchemaOptions, ScyllaOptions, ScyllaStore, SqliteOptions, SqliteSink, TableTtls, TrackSource,
+    Transport,
 };
 
 #[derive(Debug, clap::Args)]
@@ -46,6 +51,12 @@ pub struct EventsArgs {
     /// Consistency of the writes: one, quorum or local_quorum.
     #[arg(long, default_value = "local_quorum")]
     pub consistency: String,
+    /// Seconds of writing at the target rate before the measured part, not counted.
+    #[arg(long, default_value_t = 30)]
+    pub warm_up: u64,
+    /// Write into this SQLite file (created when missing) instead of a CQL node.
+    #[arg(long, value_name = "PATH")]
+    pub sqlite: Option<std::path::PathBuf>,
 }
 
 /// Batch latencies above this (a minute) are recorded as a minute.
@@ -58,60 +69,122 @@ struct WriterReport {
     latency_us: Histogram<u64>,
 }
 
+/// Where the writers write: one shared CQL store, or one SQLite file.
+enum Target {
+    Cql {
+        store: ScyllaStore,
+        keyspace: String,
+    },
+    Sqlite(PathBuf),
+}
+
+impl Target {
+    fn open(args: &EventsArgs) -> anyhow::Result<Self> {
+        if let Some(path) = &args.sqlite {
+            // Made here once, so that writers opening it at once do not race to create it.
+            SqliteSink::open(path)
+                .with_context(|| format!("cannot open the SQLite file {}", path.display()))?;
+            return Ok(Self::Sqlite(path.clone()));
+        }
+        let nodes: Vec<String> = args
+            .nodes
+            .split(',')
+            .map(str::trim)
+            .filter(|node| !node.is_empty())
+            .map(str::to_string)
+            .collect();
+        let fresh = args.keyspace.is_none();
+        let keyspace = args.keyspace.clone().unwrap_or_else(|| {
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |elapsed| elapsed.as_nanos());
+            format!("load_{}_{}", std::process::id(), nanos % 1_000_000_000)
+        });
+        let mut options = ScyllaOptions::new(nodes, keyspace.clone());
+        options.consistency = match args.consistency.as_str() {
+            "one" => CqlConsistency::One,
+            "quorum" => CqlConsistency::Quorum,
+            "local_quorum" => CqlConsistency::LocalQuorum,
+            other => anyhow::bail!("--consistency {other}: use one, quorum or local_quorum"),
+        };
+        options.request_timeout = Duration::from_secs(10);
+        if fresh {
+            ScyllaStore::migrate(
+                options.clone(),
+                SchemaOptions {
+                    replication: Replication::Simple { factor: 1 },
+                    ttls: TableTtls {
+                        events_days: 1,
+                        plays_days: 1,
+                        sessions_days: 1,
+                        totals_days: 1,
+                    },
+                    compaction_window_days: 1,
+                },
+            )
+            .context("cannot migrate the load keyspace")?;
+            println!("made the keyspace {keyspace}; drop it after with DROP KEYSPACE {keyspace}");
+        }
+        let store = ScyllaStore::open(options).context("cannot open the event store")?;
+        store.connect().context("cannot connect to the CQL node")?;
+        Ok(Self::Cql { store, keyspace })
+    }
+
+    fn sink(&self) -> anyhow::Result<Box<dyn EventSink + Send>> {
+        Ok(match self {
+            Self::Cql { store, .. } => Box::new(store.sink()),
+            Self::Sqlite(path) => Box::new(
+                SqliteSink::open_with(
+                    path,
+                    SqliteOptions {
+                        busy_timeout: SQLITE_BUSY_TIMEOUT,
+                    },
+                )
+                .with_context(|| format!("cannot open the SQLite file {}", path.display()))?,
+            ),
+        })
+    }
+
+    fn describe(&self, nodes: &str) -> String {
+        match self {
+            Self::Cql { keyspace, .. } => format!("{keyspace} on {nodes}"),
+            Self::Sqlite(path) => path.display().to_string(),
+        }
+    }
+}
+
+/// How long a SQLite writer waits for another's transaction; writers take turns.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The time line of a run: warm-up, then the measured part.
+#[derive(Clone, Copy)]
+struct Phases {
+    measured_from: Instant,
+    until: Instant,
+}
+
 pub fn run(args: &EventsArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
-        args.batch > 0 && args.in_flight > 0 && args.stations > 0 && args.rate > 0,
-        "--batch, --in-flight, --stations and --rate must be at least 1"
+        args.batch > 0
+            && args.in_flight > 0
+            && args.stations > 0
+            && args.rate > 0
+            && args.seconds > 0,
+        "--batch, --in-flight, --stations, --rate and --seconds must be at least 1"
     );
-    let nodes: Vec<String> = args
-        .nodes
-        .split(',')
-        .map(str::trim)
-        .filter(|node| !node.is_empty())
-        .map(str::to_string)
-        .collect();
-    let fresh = args.keyspace.is_none();
-    let keyspace = args.keyspace.clone().unwrap_or_else(|| {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |elapsed| elapsed.as_nanos());
-        format!("load_{}_{}", std::process::id(), nanos % 1_000_000_000)
-    });
-    let mut options = ScyllaOptions::new(nodes.clone(), keyspace.clone());
-    options.consistency = match args.consistency.as_str() {
-        "one" => CqlConsistency::One,
-        "quorum" => CqlConsistency::Quorum,
-        "local_quorum" => CqlConsistency::LocalQuorum,
-        other => anyhow::bail!("--consistency {other}: use one, quorum or local_quorum"),
-    };
-    options.request_timeout = Duration::from_secs(10);
-    if fresh {
-        ScyllaStore::migrate(
-            options.clone(),
-            SchemaOptions {
-                replication: Replication::Simple { factor: 1 },
-                ttls: TableTtls {
-                    events_days: 1,
-                    plays_days: 1,
-                    sessions_days: 1,
-                    totals_days: 1,
-                },
-                compaction_window_days: 1,
-            },
-        )
-        .context("cannot migrate the load keyspace")?;
-    }
-    let store = ScyllaStore::open(options).context("cannot open the event store")?;
-    store.connect().context("cannot connect to the CQL node")?;
+    let target = Target::open(args)?;
+    let sinks = (0..args.in_flight)
+        .map(|_| target.sink())
+        .collect::<anyhow::Result<Vec<_>>>()?;
 
-    let duration = Duration::from_secs(args.seconds);
     let per_writer_rate = args.rate as f64 / args.in_flight as f64;
     let batch_interval = Duration::from_secs_f64(args.batch as f64 / per_writer_rate);
     println!(
-        "writing {} events/s for {} s into {keyspace} on {}: {} writers, {} events per batch, one batch per {:.1} ms each",
+        "writing {} events/s into {}: {} s warm-up, then {} s measured; {} writers, {} events per batch, one batch per {:.1} ms each",
         args.rate,
+        target.describe(&args.nodes),
+        args.warm_up,
         args.seconds,
-        args.nodes,
         args.in_flight,
         args.batch,
         batch_interval.as_secs_f64() * 1000.0
@@ -120,23 +193,27 @@ pub fn run(args: &EventsArgs) -> anyhow::Result<()> {
         .map(|_| Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_US, 3))
         .collect::<Result<Vec<_>, _>>()
         .context("cannot make the latency histograms")?;
-    let started = Instant::now();
+    let measured_from = Instant::now() + Duration::from_secs(args.warm_up);
+    let phases = Phases {
+        measured_from,
+        until: measured_from + Duration::from_secs(args.seconds),
+    };
     let reports: Vec<WriterReport> = std::thread::scope(|scope| {
         let handles: Vec<_> = histograms
             .into_iter()
+            .zip(sinks)
             .enumerate()
-            .map(|(writer, histogram)| {
-                let mut sink = store.sink();
+            .map(|(writer, (histogram, mut sink))| {
                 let station = format!("load-{}", writer % args.stations);
                 let listeners = args.listeners.max(1);
                 let batch = args.batch;
                 scope.spawn(move || {
                     write_for(
-                        &mut sink,
+                        sink.as_mut(),
                         histogram,
                         StationState::new(&station, writer, listeners),
                         (batch, batch_interval),
-                        started + duration,
+                        phases,
                     )
                 })
             })
@@ -146,7 +223,7 @@ pub fn run(args: &EventsArgs) -> anyhow::Result<()> {
             .filter_map(|handle| handle.join().ok())
             .collect()
     });
-    let elapsed = started.elapsed();
+    let elapsed = measured_from.elapsed();
 
     let mut latency =
         Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_US, 3).context("histogram")?;
@@ -158,7 +235,7 @@ pub fn run(args: &EventsArgs) -> anyhow::Result<()> {
         latency.add(&report.latency_us).context("histogram")?;
     }
     let rate = events as f64 / elapsed.as_secs_f64();
-    println!("events written     {events}");
+    println!("events written     {events} (measured part)");
     println!("failed batches     {failed}");
     println!("elapsed            {:.1} s", elapsed.as_secs_f64());
     println!(
@@ -166,29 +243,24 @@ pub fn run(args: &EventsArgs) -> anyhow::Result<()> {
         args.rate
     );
     println!(
-        "batch write        p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} batches of {})",
+        "batch write        p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} batches of {})",
         latency.value_at_quantile(0.5) as f64 / 1000.0,
         latency.value_at_quantile(0.99) as f64 / 1000.0,
         latency.max() as f64 / 1000.0,
         latency.len(),
         args.batch
     );
-    drop(store);
-    if fresh {
-        println!(
-            "the keyspace {keyspace} is left for inspection; drop it with DROP KEYSPACE {keyspace}"
-        );
-    }
     Ok(())
 }
 
-/// Writes a batch of `batch` events every `interval` until `until`.
+/// Writes a batch of `batch` events every `interval` until the run ends; only the
+/// batches begun in the measured part are counted.
 fn write_for(
     sink: &mut dyn EventSink,
     latency_us: Histogram<u64>,
     mut station_state: StationState,
     (batch, interval): (usize, Duration),
-    until: Instant,
+    phases: Phases,
 ) -> WriterReport {
     let mut report = WriterReport {
         events: 0,
@@ -196,20 +268,22 @@ fn write_for(
         latency_us,
     };
     let mut next = Instant::now();
-    while Instant::now() < until {
+    while Instant::now() < phases.until {
         let events = station_state.batch(batch);
         let begun = Instant::now();
         let outcome = sink.write_batch(&events);
         let took = begun.elapsed();
-        report
-            .latency_us
-            .saturating_record(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
-        match outcome {
-            Ok(()) => report.events += events.len() as u64,
-            Err(error) => {
-                report.failed_batches += 1;
-                eprintln!("batch failed: {error}");
+        if begun >= phases.measured_from {
+            report
+                .latency_us
+                .saturating_record(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+            match &outcome {
+                Ok(()) => report.events += events.len() as u64,
+                Err(_) => report.failed_batches += 1,
             }
+        }
+        if let Err(error) = outcome {
+            eprintln!("batch failed: {error}");
         }
         next += interval;
         let now = Instant::now();

@@ -42,7 +42,7 @@ enum Command {
     /// Kill actors on a seeded schedule while listeners decode the stream; check that
     /// no kill is heard beyond what its kind allows.
     Chaos(chaos::ChaosArgs),
-    /// Write play events into a CQL node through the engine's ScyllaDB sink at a target
+    /// Write play events through the engine's sinks (a CQL node, or SQLite) at a target
     /// rate, several batches in flight; report the sustained rate and batch latency.
     Events(events::EventsArgs),
 }
