@@ -49,6 +49,7 @@ test: ## Format and lint checks, every test (on a throwaway Cassandra 5.0 node),
 	@scripts/install-deps.sh cassandra
 	scripts/cassandra.sh run -- $(CARGO) test --locked --workspace
 	python3 -m unittest discover -s scripts -p 'test_*.py'
+	scripts/check-alert-rules.sh
 	$(MAKE) --no-print-directory test-chaos
 	$(MAKE) --no-print-directory test-browser
 

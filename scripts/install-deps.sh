@@ -26,6 +26,8 @@ test)
     want node nodejs
     want npm npm
     want python3 python3
+    # promtool checks and unit-tests the Prometheus alert rules.
+    want promtool prometheus
     # The GPU kernel tests run on Mesa's lavapipe software Vulkan driver.
     want_pkg libvulkan1
     want_pkg mesa-vulkan-drivers

@@ -51,6 +51,11 @@ pub struct Metrics {
     pub event_spool_errors: IntCounterVec,
     pub event_spool_appended: IntCounterVec,
     pub event_spool_replayed: IntCounterVec,
+    pub sse_clients: IntGaugeVec,
+    pub sse_lagged: IntCounterVec,
+    pub webhook_deliveries: IntCounterVec,
+    pub webhook_failures: IntCounterVec,
+    pub webhook_dropped: IntCounterVec,
 }
 
 fn build<T: prometheus::core::Collector + Clone + 'static>(
@@ -431,6 +436,56 @@ impl Metrics {
                         "Switches between music and the fallback loop (dead air or no track ready), by direction.",
                     ),
                     &["station", "to"],
+                ),
+            ),
+            sse_clients: build(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "sonicforge_sse_clients",
+                        "Clients of the server-sent event stream of a station now.",
+                    ),
+                    &["station"],
+                ),
+            ),
+            sse_lagged: build(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "sonicforge_sse_lagged_total",
+                        "Times an event-stream client fell behind and skipped to the latest state.",
+                    ),
+                    &["station"],
+                ),
+            ),
+            webhook_deliveries: build(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "sonicforge_webhook_deliveries_total",
+                        "Webhook events the receiver accepted (a 2xx answer).",
+                    ),
+                    &["url"],
+                ),
+            ),
+            webhook_failures: build(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "sonicforge_webhook_failures_total",
+                        "Webhook posts that failed (an error status, a timeout, no connection); retried until the attempts run out.",
+                    ),
+                    &["url"],
+                ),
+            ),
+            webhook_dropped: build(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "sonicforge_webhook_dropped_total",
+                        "Webhook events given up, by reason: queue_full (the oldest waiting event made room) or attempts_exhausted.",
+                    ),
+                    &["url", "reason"],
                 ),
             ),
             registry,
