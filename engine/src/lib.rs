@@ -10,5 +10,6 @@ pub mod events;
 pub mod frame;
 pub mod generate;
 pub mod master;
+pub mod media;
 pub mod mix;
 pub mod ring;

@@ -1,4 +1,5 @@
-//! Audio files for the mastering chain: WAV and FLAC in (Symphonia), WAV out (hound).
+//! Audio files for the mastering chain: WAV and FLAC (and the other formats of
+//! [`crate::media`]) in, WAV out (hound).
 //!
 //! Files are outside input: a bad, truncated or unsupported file gives an
 //! [`AudioFileError`] naming the file and what was found, never a panic, and a file
@@ -6,19 +7,14 @@
 //! stereo `f32` at 48 kHz: mono is duplicated to both channels; other sample rates
 //! and more than two channels are refused (resampling is not done here).
 
-use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use symphonia::core::codecs::audio::AudioDecoderOptions;
-use symphonia::core::errors::Error as SymphoniaError;
-use symphonia::core::formats::probe::Hint;
-use symphonia::core::formats::{FormatOptions, TrackType};
-use symphonia::core::io::MediaSourceStream;
-use symphonia::core::meta::MetadataOptions;
 use thiserror::Error;
 
 use crate::frame::{CHANNELS, SAMPLE_RATE};
+use crate::media::{DecodeLimits, MediaError, SourceRateError, decode_source_rate};
 
 /// The longest file read, in seconds of audio.
 pub const MAX_FILE_SECONDS: u64 = 30 * 60;
@@ -79,143 +75,49 @@ pub enum WavFormat {
     Int24,
 }
 
-/// Reads a WAV or FLAC file into interleaved stereo `f32` at 48 kHz.
+/// Reads an audio file (WAV, FLAC, or any format [`crate::media`] decodes) into
+/// interleaved stereo `f32` at 48 kHz, refusing other rates and more than two channels.
 pub fn read_audio_file(path: impl AsRef<Path>) -> Result<Vec<f32>, AudioFileError> {
     let path = path.as_ref();
-    let owned = || path.to_path_buf();
-    let file = File::open(path).map_err(|source| AudioFileError::Open {
-        path: owned(),
-        source,
-    })?;
-    let length = file
-        .metadata()
-        .map_err(|source| AudioFileError::Open {
-            path: owned(),
-            source,
-        })?
-        .len();
-    if length == 0 {
-        return Err(AudioFileError::EmptyFile { path: owned() });
-    }
-
-    let stream = MediaSourceStream::new(Box::new(file), Default::default());
-    let mut hint = Hint::new();
-    if let Some(extension) = path.extension().and_then(|e| e.to_str()) {
-        hint.with_extension(extension);
-    }
-    let mut format = symphonia::default::get_probe()
-        .probe(
-            &hint,
-            stream,
-            FormatOptions::default(),
-            MetadataOptions::default(),
-        )
-        .map_err(|error| classify(path, error))?;
-    let track = format
-        .default_track(TrackType::Audio)
-        .ok_or_else(|| AudioFileError::NoAudio { path: owned() })?;
-    let track_id = track.id;
-    let params = track
-        .codec_params
-        .as_ref()
-        .and_then(|params| params.audio())
-        .ok_or_else(|| AudioFileError::NoAudio { path: owned() })?
-        .clone();
-    if let Some(rate) = params.sample_rate {
-        check_rate(path, rate)?;
-    }
-    if let Some(channels) = &params.channels {
-        check_channels(path, channels.count())?;
-    }
-    let mut decoder = symphonia::default::get_codecs()
-        .make_audio_decoder(&params, &AudioDecoderOptions::default())
-        .map_err(|error| classify(path, error))?;
-
-    let max_frames = MAX_FILE_SECONDS as usize * SAMPLE_RATE as usize;
-    let mut samples: Vec<f32> = Vec::new();
-    let mut decoded: Vec<f32> = Vec::new();
-    loop {
-        let packet = match format.next_packet() {
-            Ok(Some(packet)) => packet,
-            Ok(None) => break,
-            // A file cut short ends where it was cut.
-            Err(SymphoniaError::IoError(error)) if error.kind() == io::ErrorKind::UnexpectedEof => {
-                break;
-            }
-            Err(error) => return Err(classify(path, error)),
-        };
-        if packet.track_id != track_id {
-            continue;
-        }
-        let buffer = decoder
-            .decode(&packet)
-            .map_err(|error| classify(path, error))?;
-        check_rate(path, buffer.spec().rate())?;
-        let channels = buffer.spec().channels().count();
-        check_channels(path, channels)?;
-        if samples.len() / CHANNELS + buffer.frames() > max_frames {
-            return Err(AudioFileError::TooLong {
-                path: owned(),
-                max_seconds: MAX_FILE_SECONDS,
-            });
-        }
-        buffer.copy_to_vec_interleaved(&mut decoded);
-        if channels == 1 {
-            samples.extend(decoded.iter().flat_map(|&x| [x, x]));
+    let limits = DecodeLimits {
+        max_duration: Duration::from_secs(MAX_FILE_SECONDS),
+        max_input_bytes: u64::MAX,
+    };
+    let audio = decode_source_rate(path, &limits, |rate, channels| {
+        if rate != SAMPLE_RATE {
+            Err(AudioFileError::SampleRate {
+                path: path.to_path_buf(),
+                found: rate,
+            })
+        } else if !(1..=CHANNELS).contains(&channels) {
+            Err(AudioFileError::Channels {
+                path: path.to_path_buf(),
+                found: channels,
+            })
         } else {
-            samples.extend_from_slice(&decoded);
+            Ok(())
         }
-    }
-    if samples.is_empty() {
-        return Err(AudioFileError::NoSamples { path: owned() });
-    }
-    if let Some(index) = samples.iter().position(|x| !x.is_finite()) {
-        return Err(AudioFileError::Malformed {
-            path: owned(),
-            reason: format!("sample {index} is not a finite number"),
-        });
-    }
-    Ok(samples)
+    })
+    .map_err(|error| match error {
+        SourceRateError::Refused(refusal) => refusal,
+        SourceRateError::Media(error) => from_media_error(path, error),
+    })?;
+    Ok(audio.samples)
 }
 
-fn check_rate(path: &Path, rate: u32) -> Result<(), AudioFileError> {
-    if rate == SAMPLE_RATE {
-        Ok(())
-    } else {
-        Err(AudioFileError::SampleRate {
-            path: path.to_path_buf(),
-            found: rate,
-        })
-    }
-}
-
-fn check_channels(path: &Path, channels: usize) -> Result<(), AudioFileError> {
-    if (1..=CHANNELS).contains(&channels) {
-        Ok(())
-    } else {
-        Err(AudioFileError::Channels {
-            path: path.to_path_buf(),
-            found: channels,
-        })
-    }
-}
-
-/// Sorts Symphonia's errors into ours.
-fn classify(path: &Path, error: SymphoniaError) -> AudioFileError {
+fn from_media_error(path: &Path, error: MediaError) -> AudioFileError {
     let path = path.to_path_buf();
     match error {
-        SymphoniaError::Unsupported(what) => AudioFileError::Unsupported {
-            path,
-            reason: what.to_string(),
-        },
-        SymphoniaError::IoError(error) if error.kind() == io::ErrorKind::UnexpectedEof => {
-            AudioFileError::Malformed {
-                path,
-                reason: "the file ends too early".to_string(),
-            }
-        }
-        SymphoniaError::IoError(source) => AudioFileError::Open { path, source },
-        other => AudioFileError::Malformed {
+        MediaError::SampleRate { rate, .. } => AudioFileError::SampleRate { path, found: rate },
+        MediaError::Open { source, .. } => AudioFileError::Open { path, source },
+        MediaError::Empty { .. } => AudioFileError::EmptyFile { path },
+        MediaError::Unsupported { reason, .. } => AudioFileError::Unsupported { path, reason },
+        MediaError::NoAudioTrack { .. } => AudioFileError::NoAudio { path },
+        MediaError::TooLong { max_seconds, .. } => AudioFileError::TooLong { path, max_seconds },
+        MediaError::NoSamples { .. } => AudioFileError::NoSamples { path },
+        other @ (MediaError::Malformed { .. }
+        | MediaError::TooLarge { .. }
+        | MediaError::Resample { .. }) => AudioFileError::Malformed {
             path,
             reason: other.to_string(),
         },
