@@ -253,11 +253,17 @@ impl<'s> Opened<'s> {
             let packet = match self.format.next_packet() {
                 Ok(Some(packet)) => packet,
                 Ok(None) => break,
-                // A file cut short ends where it was cut.
+                // The end of the file inside a packet: the file was cut short.
                 Err(SymphoniaError::IoError(error))
                     if error.kind() == io::ErrorKind::UnexpectedEof =>
                 {
-                    break;
+                    return Err(E::from(MediaError::Malformed {
+                        path,
+                        reason: format!(
+                            "the file ends part way through its audio (cut short?) after {} s",
+                            frames / u64::from(self.rate.max(1))
+                        ),
+                    }));
                 }
                 Err(SymphoniaError::ResetRequired) => {
                     return Err(E::from(MediaError::Unsupported {
@@ -344,6 +350,21 @@ impl<'s> Opened<'s> {
             } else {
                 MediaError::NoSamples { path }
             }));
+        }
+        if let Some(declared) = self.declared_frames {
+            // Lossy codecs may declare their encoder's padding too: allow 50 ms.
+            let slack = u64::from(self.rate) / 20;
+            if frames + slack < declared {
+                let rate = f64::from(self.rate.max(1));
+                return Err(E::from(MediaError::Malformed {
+                    path,
+                    reason: format!(
+                        "the file ends after {:.1} s of the {:.1} s its header declares (cut short?)",
+                        frames as f64 / rate,
+                        declared as f64 / rate
+                    ),
+                }));
+            }
         }
         self.take_metadata(&mut tags);
         Ok(Summary {

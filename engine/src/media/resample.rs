@@ -26,6 +26,7 @@ const MAX_FFT_BLOCK: usize = 4096;
 /// Converts interleaved stereo from one rate to 48 kHz, a chunk at a time.
 pub(super) struct ToEngineRate {
     resampler: Option<Box<dyn Resampler<f32>>>,
+    rate: u32,
     ratio: f64,
     /// Source-rate stereo not yet converted, from `pending_start` frames on.
     pending: Vec<f32>,
@@ -96,6 +97,7 @@ impl ToEngineRate {
         };
         Ok(Self {
             resampler,
+            rate: rate.max(1),
             ratio,
             pending: Vec::new(),
             pending_start: 0,
@@ -108,7 +110,8 @@ impl ToEngineRate {
 
     /// Output frames that `input_frames` of source audio become.
     pub(super) fn output_frames_for(&self, input_frames: u64) -> u64 {
-        (input_frames as f64 * self.ratio).ceil() as u64
+        let rate = u64::from(self.rate);
+        (input_frames * u64::from(SAMPLE_RATE)).div_ceil(rate)
     }
 
     /// Takes whole stereo frames of source audio and converts every full chunk.
@@ -224,7 +227,7 @@ mod tests {
     fn the_output_has_the_scaled_length_whatever_the_feeding() {
         for rate in [44_100, 22_050, 96_000, 44_101] {
             let input = sine(rate, 440.0, 30_000);
-            let expected = (30_000.0 * 48_000.0 / f64::from(rate)).ceil() as usize;
+            let expected = (30_000 * 48_000usize).div_ceil(rate as usize);
             for piece in [1000, 7, 30_000] {
                 let output = convert(rate, &input, piece);
                 assert_eq!(
