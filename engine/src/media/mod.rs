@@ -95,6 +95,17 @@ pub struct DecodedAudio {
     pub duration: Duration,
 }
 
+/// A stable id for a file's content: the first 16 hex digits of its SHA-256, so the
+/// same bytes get the same id wherever and whenever they arrive.
+pub fn content_id(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .take(8)
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
 impl DecodedAudio {
     /// Stereo frames (samples per channel) in [`samples`](Self::samples).
     pub fn frames(&self) -> usize {
