@@ -5,8 +5,13 @@
 //! blocks: upcoming tracks arrive through a lock-free queue ([`UpcomingConsumer`]) and
 //! finished tracks leave through another ([`RetiredProducer`]), so that freeing a
 //! track's buffer never happens on the real-time thread.
+//!
+//! Other threads steer the mixer through a [`MixerControl`] (atomics read once per
+//! frame): drop queued tracks older than an epoch (a playlist swap) and cut over to
+//! the next track now with a short equal-power fade (a skip, a swap on air).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::frame::{CHANNELS, FRAME_LEN, FRAME_SAMPLES, Frame, SAMPLE_RATE};
 
@@ -46,6 +51,38 @@ pub fn retired_queue(tracks: usize) -> (RetiredProducer, RetiredConsumer) {
     rtrb::RingBuffer::new(tracks.max(1))
 }
 
+/// Commands for a running mixer from other threads. Writing one never waits; the
+/// mixer reads them once per frame without locking or allocating.
+///
+/// Epochs are compared as plain integers: a station would need 2^32 tracks (over
+/// 8000 years of 1-minute tracks) before they wrap.
+#[derive(Debug, Default)]
+pub struct MixerControl {
+    /// Queued tracks with an epoch below this are dropped unplayed.
+    min_epoch: AtomicU32,
+    /// Counts cut requests; the mixer acts once for every change it sees.
+    cuts: AtomicU32,
+}
+
+impl MixerControl {
+    /// Drops, unplayed, every queued track whose epoch is below `epoch` (tracks
+    /// already on air or fading in play on). Never lowers an earlier bound.
+    pub fn drop_queued_before(&self, epoch: u32) {
+        self.min_epoch.fetch_max(epoch, Ordering::AcqRel);
+    }
+
+    /// Asks the mixer to leave what is on air now: the next playable queued track
+    /// comes in with the cut fade as soon as one is ready.
+    pub fn cut(&self) {
+        self.cuts.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The lowest epoch the mixer still plays from its queue.
+    pub fn min_epoch(&self) -> u32 {
+        self.min_epoch.load(Ordering::Acquire)
+    }
+}
+
 /// Settings of the mixer, with defaults matching the shipped configuration.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MixerOptions {
@@ -58,11 +95,14 @@ pub struct MixerOptions {
     /// Dead air longer than this, in samples per channel, brings in the fallback loop
     /// until the music is back above the threshold (default 2 s).
     pub silence_timeout_samples: u32,
+    /// Fade of a cut (a skip or a swap on air), in samples per channel (default 1 s).
+    pub cut_fade_samples: u32,
 }
 
 impl Default for MixerOptions {
     fn default() -> Self {
         Self {
+            cut_fade_samples: SAMPLE_RATE,
             crossfade_samples: 4 * SAMPLE_RATE,
             fallback_fade_samples: SAMPLE_RATE / 2,
             silence_threshold_dbfs: -50.0,
@@ -110,22 +150,32 @@ struct Crossfade {
     done: usize,
 }
 
+/// Finished tracks the retired queue had no room for, retried every frame. A frame
+/// retires at most three tracks (a cut ends the current track, the one fading in
+/// and hands over); stale queued tracks are dropped only while the queue has room.
+const RETIRED_OVERFLOW: usize = 4;
+
 /// The mixer's state: what is playing, what fades in, and the fallback loop.
 #[derive(Debug)]
 pub struct Mixer {
     options: MixerOptions,
     upcoming: UpcomingConsumer,
     retired: RetiredProducer,
-    /// A finished track the retired queue had no room for; retried every frame.
-    retired_overflow: Option<QueuedTrack>,
+    retired_overflow: [Option<QueuedTrack>; RETIRED_OVERFLOW],
     current: Option<Playing>,
     crossfade: Option<Crossfade>,
+    /// A cut in progress: the incoming track fades in over everything that played.
+    cut: Option<Crossfade>,
+    /// A cut was asked for and waits for a playable track.
+    cut_pending: bool,
+    control: Arc<MixerControl>,
+    /// The control's cut count last acted on.
+    cuts_seen: u32,
     fallback: Arc<[f32]>,
     fallback_position: usize,
     /// 0.0 = music only, 1.0 = fallback only.
     fallback_mix: f32,
     on_air_epoch: u32,
-    skip_requested: bool,
     /// Samples per channel of music below the silence threshold, in a row.
     silent_samples: u64,
     /// The fallback loop is held on air; the music waits where it was.
@@ -147,18 +197,26 @@ impl Mixer {
             options,
             upcoming,
             retired,
-            retired_overflow: None,
+            retired_overflow: Default::default(),
             current: None,
             crossfade: None,
+            cut: None,
+            cut_pending: false,
+            control: Arc::new(MixerControl::default()),
+            cuts_seen: 0,
             fallback,
             fallback_position: 0,
             fallback_mix: 0.0,
             on_air_epoch: FALLBACK_EPOCH,
-            skip_requested: false,
             silent_samples: 0,
             holding_fallback: false,
             music_resumes: false,
         }
+    }
+
+    /// The handle other threads steer this mixer with.
+    pub fn control(&self) -> Arc<MixerControl> {
+        Arc::clone(&self.control)
     }
 
     /// Holds the fallback loop on air (`true`), fading over from the music, or
@@ -191,22 +249,21 @@ impl Mixer {
         self.current.as_ref().map_or(0, Playing::remaining)
     }
 
-    /// Leaves the current track early: the next queued track comes in with a short
-    /// equal-power fade (the fallback fade length) as soon as one is ready.
+    /// Leaves the current track early: the next queued track comes in with the cut
+    /// fade as soon as one is ready (the same as [`MixerControl::cut`]).
     pub fn skip_current(&mut self) {
-        if let Some(crossfade) = self.crossfade.take() {
-            if let Some(playing) = self.current.take() {
-                self.retire(playing.track);
-            }
-            self.on_air_epoch = crossfade.incoming.track.epoch;
-            self.current = Some(crossfade.incoming);
-        }
-        self.skip_requested = self.current.is_some();
+        self.cut_pending = true;
     }
 
     /// Renders the next 20 ms frame into `out`.
     pub fn render(&mut self, out: &mut Frame) -> FrameReport {
         self.flush_retired_overflow();
+        let cuts = self.control.cuts.load(Ordering::Acquire);
+        if cuts != self.cuts_seen {
+            self.cuts_seen = cuts;
+            self.cut_pending = true;
+        }
+        self.drop_stale_queued();
         if self.holding_fallback && self.fallback_mix >= 1.0 {
             return self.render_held_fallback(out);
         }
@@ -220,15 +277,18 @@ impl Mixer {
         if self.current.is_none() {
             if let Some(crossfade) = self.crossfade.take() {
                 self.current = Some(crossfade.incoming);
-            } else if let Ok(track) = self.upcoming.pop() {
+            } else if let Some(track) = self.pop_playable() {
                 self.current = Some(Playing { track, position: 0 });
             }
             if let Some(playing) = &self.current {
                 track_changed |= self.on_air_epoch != playing.track.epoch;
                 self.on_air_epoch = playing.track.epoch;
+                // Music starting from the fallback loop is already a cut.
+                self.cut_pending = false;
             }
         }
 
+        track_changed |= self.maybe_start_cut();
         self.maybe_start_crossfade();
 
         out.fill(0.0);
@@ -253,10 +313,29 @@ impl Mixer {
             );
             let before = crossfade.done;
             crossfade.done += FRAME_SAMPLES;
-            if before < crossfade.length / 2 && crossfade.done >= crossfade.length / 2 {
+            if before < crossfade.length / 2
+                && crossfade.done >= crossfade.length / 2
+                && self.cut.is_none()
+            {
                 track_changed = true;
                 self.on_air_epoch = crossfade.incoming.track.epoch;
             }
+            music_frames = FRAME_SAMPLES;
+        }
+        if let Some(cut) = &mut self.cut {
+            // Everything that played so far fades out as one; the cut's track fades in.
+            let length = cut.length.max(1) as f32;
+            let start = cut.done as f32 / length;
+            let end = ((cut.done + FRAME_SAMPLES) as f32 / length).min(1.0);
+            scale_ramp(out, equal_power_out(start), equal_power_out(end));
+            add_from(
+                out,
+                &mut cut.incoming,
+                equal_power_in(start),
+                equal_power_in(end),
+            );
+            cut.done += FRAME_SAMPLES;
+            crossfading = true;
             music_frames = FRAME_SAMPLES;
         }
 
@@ -276,7 +355,7 @@ impl Mixer {
             if dead_air { 0 } else { music_frames },
             self.holding_fallback,
         );
-        if underrun && self.current.is_none() && self.crossfade.is_none() {
+        if underrun && self.current.is_none() && self.crossfade.is_none() && self.cut.is_none() {
             track_changed |= self.on_air_epoch != FALLBACK_EPOCH;
             self.on_air_epoch = FALLBACK_EPOCH;
         }
@@ -307,8 +386,33 @@ impl Mixer {
         }
     }
 
+    /// Starts a pending cut once a playable track is queued; returns whether the
+    /// track on air changed (a cut announces its track from its first frame).
+    fn maybe_start_cut(&mut self) -> bool {
+        if !self.cut_pending || self.cut.is_some() || self.current.is_none() {
+            return false;
+        }
+        let Some(next) = self.pop_playable() else {
+            return false;
+        };
+        self.cut_pending = false;
+        let length = (self.options.cut_fade_samples as usize)
+            .min(next.frames() / 2)
+            .max(FRAME_SAMPLES);
+        self.on_air_epoch = next.epoch;
+        self.cut = Some(Crossfade {
+            incoming: Playing {
+                track: next,
+                position: 0,
+            },
+            length,
+            done: 0,
+        });
+        true
+    }
+
     fn maybe_start_crossfade(&mut self) {
-        if self.crossfade.is_some() {
+        if self.crossfade.is_some() || self.cut.is_some() {
             return;
         }
         let Some(playing) = &self.current else {
@@ -319,18 +423,12 @@ impl Mixer {
             .crossfade_samples
             .unwrap_or(self.options.crossfade_samples) as usize;
         let remaining = playing.remaining();
-        let wanted = if self.skip_requested {
-            self.options.fallback_fade_samples as usize
-        } else {
-            wanted
-        };
-        if remaining > wanted.max(FRAME_SAMPLES) && !self.skip_requested {
+        if remaining > wanted.max(FRAME_SAMPLES) {
             return;
         }
-        let Ok(next) = self.upcoming.pop() else {
+        let Some(next) = self.pop_playable() else {
             return;
         };
-        self.skip_requested = false;
         // The fade fits in what is left of the outgoing track and in half the incoming one.
         let length = remaining
             .min(wanted)
@@ -346,7 +444,46 @@ impl Mixer {
         });
     }
 
+    /// The next queued track that may still play, dropping stale ones on the way.
+    fn pop_playable(&mut self) -> Option<QueuedTrack> {
+        self.drop_stale_queued();
+        let min_epoch = self.control.min_epoch();
+        match self.upcoming.peek() {
+            Ok(track) if track.epoch >= min_epoch => self.upcoming.pop().ok(),
+            _ => None,
+        }
+    }
+
+    /// Moves queued tracks older than the control's bound to the retired queue, while
+    /// it has room (they are freed off this thread, never here).
+    fn drop_stale_queued(&mut self) {
+        let min_epoch = self.control.min_epoch();
+        while self.retired.slots() > 0
+            && self
+                .upcoming
+                .peek()
+                .is_ok_and(|track| track.epoch < min_epoch)
+        {
+            if let Ok(track) = self.upcoming.pop() {
+                self.retire(track);
+            }
+        }
+    }
+
     fn finish_tracks(&mut self) {
+        if self.cut.as_ref().is_some_and(|c| c.done >= c.length) {
+            if let Some(playing) = self.current.take() {
+                self.retire(playing.track);
+            }
+            if let Some(crossfade) = self.crossfade.take() {
+                self.retire(crossfade.incoming.track);
+            }
+            if let Some(cut) = self.cut.take() {
+                self.on_air_epoch = cut.incoming.track.epoch;
+                self.current = Some(cut.incoming);
+            }
+            return;
+        }
         let current_done = self.current.as_ref().is_some_and(|p| p.remaining() == 0);
         let crossfade_done = self.crossfade.as_ref().is_some_and(|c| c.done >= c.length);
         if current_done || crossfade_done {
@@ -354,7 +491,7 @@ impl Mixer {
                 self.retire(playing.track);
             }
             if let Some(crossfade) = self.crossfade.take() {
-                if self.on_air_epoch != crossfade.incoming.track.epoch {
+                if self.cut.is_none() {
                     self.on_air_epoch = crossfade.incoming.track.epoch;
                 }
                 self.current = Some(crossfade.incoming);
@@ -406,19 +543,25 @@ impl Mixer {
     }
 
     fn retire(&mut self, track: QueuedTrack) {
-        if self.retired_overflow.is_some() {
-            self.flush_retired_overflow();
+        self.flush_retired_overflow();
+        let Err(rtrb::PushError::Full(track)) = self.retired.push(track) else {
+            return;
+        };
+        if let Some(slot) = self.retired_overflow.iter_mut().find(|s| s.is_none()) {
+            *slot = Some(track);
         }
-        if let Err(rtrb::PushError::Full(track)) = self.retired.push(track) {
-            self.retired_overflow = Some(track);
-        }
+        // Otherwise the track is freed here: the last resort when nothing has drained
+        // the retired queue for several tracks in a row (its scheduler is gone).
     }
 
     fn flush_retired_overflow(&mut self) {
-        if let Some(track) = self.retired_overflow.take()
-            && let Err(rtrb::PushError::Full(track)) = self.retired.push(track)
-        {
-            self.retired_overflow = Some(track);
+        for slot in &mut self.retired_overflow {
+            if let Some(track) = slot.take()
+                && let Err(rtrb::PushError::Full(track)) = self.retired.push(track)
+            {
+                *slot = Some(track);
+                return;
+            }
         }
     }
 }
@@ -664,17 +807,142 @@ mod tests {
         let mut frame = SILENT_FRAME;
         assert_eq!(mixer.render(&mut frame).epoch, 1);
         mixer.skip_current();
-        let mut changed_after = None;
-        for n in 1..=40 {
+        let report = mixer.render(&mut frame);
+        // A cut names its track from its first frame.
+        assert!(report.track_changed);
+        assert_eq!(report.epoch, 2);
+        // The 1 s cut fade is 50 frames; the skipped track leaves after it.
+        for _ in 0..49 {
             let report = mixer.render(&mut frame);
             assert!(!report.underrun);
-            if report.track_changed {
-                assert_eq!(report.epoch, 2);
-                changed_after = Some(n);
+            assert!(!report.track_changed);
+        }
+        assert_eq!(retired.pop().map(|t| t.epoch).ok(), Some(1));
+    }
+
+    fn sine_track(epoch: u32, seconds: f32, hz: f32, amplitude: f32) -> QueuedTrack {
+        let frames = (seconds * SAMPLE_RATE as f32) as usize;
+        let mut samples = Vec::with_capacity(frames * CHANNELS);
+        for n in 0..frames {
+            let value =
+                amplitude * (std::f32::consts::TAU * hz * n as f32 / SAMPLE_RATE as f32).sin();
+            samples.extend([value; CHANNELS]);
+        }
+        QueuedTrack {
+            epoch,
+            samples: samples.into(),
+            crossfade_samples: None,
+        }
+    }
+
+    /// Largest difference between neighbouring samples of the left channel across
+    /// `frames` rendered frames, including the step from the last sample before.
+    fn largest_step(mixer: &mut Mixer, frames: usize, previous: &mut f32) -> f32 {
+        let mut frame = SILENT_FRAME;
+        let mut largest = 0.0f32;
+        for _ in 0..frames {
+            mixer.render(&mut frame);
+            for pair in frame.chunks_exact(CHANNELS) {
+                largest = largest.max((pair[0] - *previous).abs());
+                *previous = pair[0];
             }
         }
-        // Half of the 0.5 s skip fade.
-        assert_eq!(changed_after, Some(13));
-        assert_eq!(retired.pop().map(|t| t.epoch).ok(), Some(1));
+        largest
+    }
+
+    /// The steepest a sum of the two test sines may move between samples.
+    fn sine_slope_bound() -> f32 {
+        // 0.5 * 2 * pi * 660 / 48000 for each source, both at full gain at worst,
+        // plus the fade's own slope.
+        2.0 * 0.5 * std::f32::consts::TAU * 660.0 / SAMPLE_RATE as f32 + 0.01
+    }
+
+    #[test]
+    fn a_cut_fades_over_without_a_discontinuity() {
+        let (mut mixer, mut upcoming, mut retired) = mixer_with(MixerOptions::default(), 0.0);
+        let control = mixer.control();
+        upcoming.push(sine_track(1, 20.0, 440.0, 0.5)).unwrap();
+        upcoming.push(sine_track(2, 20.0, 550.0, 0.5)).unwrap();
+        let mut previous = 0.0;
+        largest_step(&mut mixer, 100, &mut previous);
+        // A swap on air: the queued epoch 2 is stale, epoch 3 is the new playlist.
+        control.drop_queued_before(3);
+        control.cut();
+        let step = largest_step(&mut mixer, 5, &mut previous);
+        assert!(
+            step < sine_slope_bound(),
+            "step {step} before the new track"
+        );
+        assert_eq!(
+            mixer.on_air_epoch(),
+            1,
+            "the old track plays until the new one is ready"
+        );
+        assert_eq!(
+            retired.pop().map(|t| t.epoch).ok(),
+            Some(2),
+            "stale track retired"
+        );
+        upcoming.push(sine_track(3, 20.0, 660.0, 0.5)).unwrap();
+        let step = largest_step(&mut mixer, 100, &mut previous);
+        assert!(step < sine_slope_bound(), "click of {step} during the cut");
+        assert_eq!(mixer.on_air_epoch(), 3);
+        assert_eq!(
+            retired.pop().map(|t| t.epoch).ok(),
+            Some(1),
+            "cut track retired"
+        );
+    }
+
+    #[test]
+    fn a_cut_during_a_crossfade_fades_both_tracks_out_together() {
+        let options = MixerOptions {
+            crossfade_samples: 4 * SAMPLE_RATE,
+            ..MixerOptions::default()
+        };
+        let (mut mixer, mut upcoming, mut retired) = mixer_with(options, 0.0);
+        let control = mixer.control();
+        upcoming.push(sine_track(1, 6.0, 440.0, 0.5)).unwrap();
+        upcoming.push(sine_track(2, 20.0, 550.0, 0.5)).unwrap();
+        let mut previous = 0.0;
+        // 3 s in: the 4 s crossfade from 1 to 2 started at 2 s.
+        largest_step(&mut mixer, 150, &mut previous);
+        upcoming.push(sine_track(3, 20.0, 660.0, 0.5)).unwrap();
+        control.cut();
+        let step = largest_step(&mut mixer, 100, &mut previous);
+        assert!(
+            step < sine_slope_bound(),
+            "click of {step} cutting a crossfade"
+        );
+        assert_eq!(mixer.on_air_epoch(), 3);
+        let retired: Vec<u32> =
+            std::iter::from_fn(|| retired.pop().ok().map(|t| t.epoch)).collect();
+        assert_eq!(retired, vec![1, 2]);
+    }
+
+    #[test]
+    fn dropped_tracks_are_skipped_without_a_cut() {
+        let options = MixerOptions {
+            crossfade_samples: SAMPLE_RATE / 2,
+            ..MixerOptions::default()
+        };
+        let (mut mixer, mut upcoming, mut retired) = mixer_with(options, 0.0);
+        let control = mixer.control();
+        upcoming.push(constant_track(1, 2.0, 0.5)).unwrap();
+        upcoming.push(constant_track(2, 2.0, 0.5)).unwrap();
+        upcoming.push(constant_track(3, 2.0, 0.5)).unwrap();
+        let mut frame = SILENT_FRAME;
+        mixer.render(&mut frame);
+        // A swap for the next track: 2 and 3 are dropped, 1 plays to its end.
+        control.drop_queued_before(4);
+        mixer.render(&mut frame);
+        let dropped: Vec<u32> =
+            std::iter::from_fn(|| retired.pop().ok().map(|t| t.epoch)).collect();
+        assert_eq!(dropped, vec![2, 3]);
+        upcoming.push(constant_track(4, 4.0, 0.5)).unwrap();
+        let epochs: Vec<u32> = (0..150).map(|_| mixer.render(&mut frame).epoch).collect();
+        assert_eq!(epochs[0], 1);
+        assert_eq!(epochs.last(), Some(&4));
+        assert!(epochs.iter().all(|e| *e == 1 || *e == 4));
     }
 }
