@@ -10,4 +10,5 @@ pub mod mastering;
 pub mod metrics;
 pub mod server;
 pub mod station;
+pub mod station_events;
 pub mod supervise;

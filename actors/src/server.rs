@@ -14,6 +14,7 @@ use crate::metrics::Metrics;
 use crate::station::{
     ALIVE_EVERY, AliveMarker, EventStorage, Station, StationError, Stations, UncleanSessions,
 };
+use crate::station_events::StationEvents;
 use crate::supervise::root::{RootSupervisor, Supervise};
 
 /// Errors while starting the engine.
@@ -100,6 +101,11 @@ impl Engine {
         }
         let stations = Arc::new(stations);
         record_stations_alive(&stations, &config.server.data_dir);
+        let station_events = Arc::new(StationEvents::default());
+        for station in stations.iter() {
+            station_events.watch(Arc::clone(station));
+        }
+        let station_events = web::Data::from(station_events);
         let config = Arc::new(config);
         let salt = client_hash_salt(&config.server.data_dir);
         let mut app_state =
@@ -116,6 +122,7 @@ impl Engine {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .app_data(station_events.clone())
                 .app_data(http::query_config())
                 .app_data(http::path_config())
                 .app_data(http::json_config())

@@ -2,6 +2,7 @@
 //! metrics and health.
 
 mod play_events;
+mod station_events;
 mod web_files;
 
 use std::sync::Arc;
@@ -143,6 +144,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .default_service(web::to(not_found));
+    cfg.configure(station_events::configure);
 }
 
 async fn not_found() -> Result<HttpResponse, ApiError> {
