@@ -71,6 +71,11 @@ if [ -z "$ready" ]; then
 fi
 echo "engine pid $engine_pid at $url ($config); $(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 
+# The chaos hook needs role admin; the token is signed with the engine's secret (same
+# config and data directory).
+SONICFORGE_TOKEN=$("$engine" token --role admin --subject chaos-driver --config "$config")
+export SONICFORGE_TOKEN
+
 status=0
 "$driver" chaos --url "$url" --station main --kills "$kills" --duration-secs "$seconds" \
     --listeners "$listeners" --server-pid "$engine_pid" "$@" || status=$?

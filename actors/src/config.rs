@@ -48,6 +48,10 @@ pub struct Config {
     pub mastering: MasteringConfig,
     #[serde(default)]
     pub events: EventsConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
     /// The stations; at least one.
     pub stations: Vec<StationConfig>,
 }
@@ -182,6 +186,85 @@ impl EventsConfig {
     /// The emitted-event log, resolved against `data_dir`, when it is on.
     pub fn emitted_log_file(&self, data_dir: &Path) -> Option<PathBuf> {
         self.emitted_log.as_ref().map(|path| data_dir.join(path))
+    }
+}
+
+/// Bearer tokens (HS256 JWTs) and the roles they carry.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Check tokens at all (default on). Off, every route is open: development only.
+    pub enabled: bool,
+    /// Environment variable holding the signing secret (at least 32 bytes); it wins
+    /// over `secret`.
+    pub secret_env: String,
+    /// The signing secret (at least 32 bytes), when not given in the environment.
+    pub secret: Option<String>,
+    /// With neither: this file, relative to `server.data_dir` unless absolute, holds
+    /// the secret; the first start (or `sonicforge token`) writes a random one, mode 0600.
+    pub secret_file: PathBuf,
+    /// Listener streams and public API reads need a token (role listener or higher).
+    pub require_listener_token: bool,
+    /// Lifetime of a token `sonicforge token` prints without `--ttl` (like 1h, 30m, 7d).
+    pub default_token_ttl: String,
+    /// Longest lifetime `sonicforge token` issues.
+    pub max_token_ttl: String,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            secret_env: "SONICFORGE_JWT_SECRET".into(),
+            secret: None,
+            secret_file: PathBuf::from("jwt-secret"),
+            require_listener_token: false,
+            default_token_ttl: "1h".into(),
+            max_token_ttl: "30d".into(),
+        }
+    }
+}
+
+/// Limits on what one client, or all of them, may take.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Connection attempts (API requests and listener stream opens) one client address
+    /// may make per second, sustained; 0 turns the limit off.
+    pub connections_per_second: u32,
+    /// Attempts one address may make at once before the rate applies (1..=100000).
+    pub connection_burst: u32,
+    /// Addresses the rate limit leaves alone (this machine by default: tests, load tests).
+    pub rate_limit_exempt: Vec<std::net::IpAddr>,
+    /// Client addresses whose rate is tracked at once (1000..=10000000); memory stays
+    /// bounded under a flood of addresses, the longest idle are forgotten first.
+    pub tracked_addresses: u32,
+    /// Listeners of all stations together; 0 for no cap.
+    pub max_listeners: u32,
+    /// Listeners of one station; 0 for no cap.
+    pub max_listeners_per_station: u32,
+    /// Largest JSON request body, in KiB (1..=65536). Uploads have their own limit.
+    pub json_body_kb: u32,
+    /// Origins (like `https://radio.example.com`) whose pages may call the API from a
+    /// browser; empty: same origin only.
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            connections_per_second: 20,
+            connection_burst: 60,
+            rate_limit_exempt: vec![
+                std::net::IpAddr::from([127, 0, 0, 1]),
+                std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+            ],
+            tracked_addresses: 100_000,
+            max_listeners: 20_000,
+            max_listeners_per_station: 0,
+            json_body_kb: 64,
+            cors_origins: Vec::new(),
+        }
     }
 }
 
@@ -544,6 +627,7 @@ impl Config {
             check_range(key, value, min, max).map_err(|m| invalid(key.into(), m))?;
         }
         self.validate_events(origin)?;
+        self.validate_auth_and_limits(origin)?;
         for (index, station) in self.stations.iter().enumerate() {
             if let Some(target) = station.mastering_target_lufs {
                 let key = format!("stations[{index}].mastering_target_lufs");
@@ -755,6 +839,89 @@ impl Config {
                 "events.scylla.tls_cert_file",
                 "tls_cert_file and tls_key_file go together".into(),
             ));
+        }
+        Ok(())
+    }
+
+    fn validate_auth_and_limits(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: origin.to_string(),
+            key: key.to_string(),
+            message,
+        };
+        let auth = &self.auth;
+        if auth.secret_env.is_empty() {
+            return Err(invalid("auth.secret_env", "must not be empty".into()));
+        }
+        if let Some(secret) = &auth.secret
+            && secret.len() < crate::auth::MIN_SECRET_BYTES
+        {
+            return Err(invalid(
+                "auth.secret",
+                format!(
+                    "is {} bytes; at least {} are needed",
+                    secret.len(),
+                    crate::auth::MIN_SECRET_BYTES
+                ),
+            ));
+        }
+        if auth.secret_file.as_os_str().is_empty() {
+            return Err(invalid("auth.secret_file", "must not be empty".into()));
+        }
+        let max_ttl = crate::auth::parse_ttl(&auth.max_token_ttl)
+            .map_err(|error| invalid("auth.max_token_ttl", error.to_string()))?;
+        let default_ttl = crate::auth::parse_ttl(&auth.default_token_ttl)
+            .map_err(|error| invalid("auth.default_token_ttl", error.to_string()))?;
+        if default_ttl > max_ttl {
+            return Err(invalid(
+                "auth.default_token_ttl",
+                format!(
+                    "{} is longer than auth.max_token_ttl ({})",
+                    auth.default_token_ttl, auth.max_token_ttl
+                ),
+            ));
+        }
+        let limits = &self.limits;
+        for (key, value, min, max) in [
+            (
+                "limits.connection_burst",
+                u64::from(limits.connection_burst),
+                1,
+                100_000,
+            ),
+            (
+                "limits.connections_per_second",
+                u64::from(limits.connections_per_second),
+                0,
+                1_000_000,
+            ),
+            (
+                "limits.tracked_addresses",
+                u64::from(limits.tracked_addresses),
+                1000,
+                10_000_000,
+            ),
+            (
+                "limits.json_body_kb",
+                u64::from(limits.json_body_kb),
+                1,
+                65_536,
+            ),
+        ] {
+            check_range(key, value, min, max).map_err(|m| invalid(key, m))?;
+        }
+        for (index, allowed) in limits.cors_origins.iter().enumerate() {
+            let well_formed = (allowed.starts_with("http://") || allowed.starts_with("https://"))
+                && !allowed.ends_with('/')
+                && actix_web::http::header::HeaderValue::from_str(allowed).is_ok();
+            if !well_formed {
+                return Err(invalid(
+                    &format!("limits.cors_origins[{index}]"),
+                    format!(
+                        "`{allowed}` is not an origin like https://radio.example.com (scheme, host, optional port, no path)"
+                    ),
+                ));
+            }
         }
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! HTTP application, configuration and metrics. The `sonicforge` binary is
 //! `src/main.rs`.
 
+pub mod auth;
 pub mod config;
 pub mod events;
 pub mod http;

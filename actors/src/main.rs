@@ -50,6 +50,24 @@ enum Command {
     /// The ScyllaDB schema of the play events: `db migrate`, `db check`.
     #[command(subcommand)]
     Db(db_cli::DbCommand),
+    /// Print a bearer token for the API, signed with the engine's secret (the
+    /// environment variable of `[auth] secret_env`, `[auth] secret`, or the secret file
+    /// in the data directory, made if missing).
+    Token {
+        /// What the token allows: listener, operator or admin.
+        #[arg(long, value_enum)]
+        role: sonicforge_actors::auth::Role,
+        /// Lifetime, like 90s, 30m, 1h or 7d; `[auth] default_token_ttl` when absent,
+        /// at most `[auth] max_token_ttl`.
+        #[arg(long)]
+        ttl: Option<String>,
+        /// Who the token is for (the `sub` claim, shown in logs).
+        #[arg(long, default_value = "sonicforge-cli")]
+        subject: String,
+        /// Configuration file; the embedded config/sonicforge.toml when absent.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Print the spectral error between two audio files: the RMS difference in dB
     /// over the 31 third-octave bands 20 Hz-20 kHz, both normalised to equal power.
     SpectralError { a: PathBuf, b: PathBuf },
@@ -97,6 +115,16 @@ fn run() -> anyhow::Result<()> {
         Command::MasteringCorpus { dir, seconds } => master_cli::write_corpus(&dir, seconds),
         Command::SpectralError { a, b } => master_cli::spectral_error(&a, &b),
         Command::Db(command) => db_cli::run(&command),
+        Command::Token {
+            role,
+            ttl,
+            subject,
+            config,
+        } => {
+            let config = load_config(config.as_deref())?;
+            println!("{}", issue_token(&config, role, ttl.as_deref(), &subject)?);
+            Ok(())
+        }
         Command::Run { config, listen } => {
             init_logging();
             raise_open_files_limit();
@@ -122,6 +150,27 @@ fn run() -> anyhow::Result<()> {
             })
         }
     }
+}
+
+/// A token for `sonicforge token`.
+fn issue_token(
+    config: &Config,
+    role: sonicforge_actors::auth::Role,
+    ttl: Option<&str>,
+    subject: &str,
+) -> anyhow::Result<String> {
+    use sonicforge_actors::auth;
+    if !config.auth.enabled {
+        anyhow::bail!("[auth] enabled = false in this config: the engine checks no tokens");
+    }
+    let subject = subject.trim();
+    if subject.is_empty() || subject.len() > 128 {
+        anyhow::bail!("--subject must be 1 to 128 characters");
+    }
+    let ttl = auth::token_ttl(&config.auth, ttl).context("--ttl")?;
+    let (secret, _source) = auth::resolve_secret(config, |key| std::env::var(key).ok())?;
+    let keys = auth::TokenKeys::new(&secret)?;
+    Ok(keys.issue(role, subject, ttl)?)
 }
 
 /// Every listener is a socket: take the whole open-file allowance the system grants.

@@ -26,6 +26,8 @@ pub enum ServerError {
     Mastering(#[from] crate::mastering::MasteringSetupError),
     #[error(transparent)]
     Events(#[from] crate::events::EventStoreError),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthSetupError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -70,6 +72,9 @@ impl Engine {
         if config.chaos.enabled && !config.chaos.allow_non_loopback && !addr.ip().is_loopback() {
             return Err(ServerError::ChaosOnPublicAddress { addr });
         }
+        let access = Arc::new(crate::auth::Access::from_config(&config, |key| {
+            std::env::var(key).ok()
+        })?);
         let metrics = Metrics::new();
         let mastering = crate::mastering::choose(&config.mastering)?;
         let event_reader = open_event_reader(&config);
@@ -108,8 +113,13 @@ impl Engine {
         let station_events = web::Data::from(station_events);
         let config = Arc::new(config);
         let salt = client_hash_salt(&config.server.data_dir);
-        let mut app_state =
-            AppState::new(Arc::clone(&stations), metrics, Arc::clone(&config), salt);
+        let mut app_state = AppState::new(
+            Arc::clone(&stations),
+            metrics,
+            Arc::clone(&config),
+            salt,
+            access,
+        );
         if let Some(reader) = event_reader {
             app_state = app_state.with_event_reader(reader);
         }
@@ -119,14 +129,24 @@ impl Engine {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,
         };
+        let json_limit = config.limits.json_body_kb as usize * 1024;
+        let cors_origins = config.limits.cors_origins.clone();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .app_data(station_events.clone())
                 .app_data(http::query_config())
                 .app_data(http::path_config())
-                .app_data(http::json_config())
+                .app_data(http::json_config(json_limit))
                 .configure(http::configure)
+                .wrap(actix_web::middleware::from_fn(crate::auth::enforce))
+                .wrap(actix_web::middleware::Condition::new(
+                    !cors_origins.is_empty(),
+                    http::cors(&cors_origins),
+                ))
+                .wrap(actix_web::middleware::from_fn(
+                    crate::auth::reject_foreign_preflight,
+                ))
         })
         .on_connect(move |connection, _extensions| {
             if let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {

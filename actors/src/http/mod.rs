@@ -3,7 +3,10 @@
 
 mod play_events;
 mod station_events;
+mod validation;
 mod web_files;
+
+pub use validation::{ApiJson, ApiQuery, cors, json_config, path_config, query_config};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -15,8 +18,9 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::auth::Access;
 use crate::config::Config;
-use crate::listen::{ListenerOrigin, ListenerSession, ogg_stream};
+use crate::listen::{CapReached, ListenerCaps, ListenerOrigin, ListenerSession, ogg_stream};
 use crate::metrics::{ListenerMetrics, Metrics, TRANSPORT_HTTP, TRANSPORT_WEBSOCKET};
 use crate::station::{NowPlaying, Station, Stations};
 
@@ -30,6 +34,10 @@ pub struct AppState {
     pub client_hash_salt: Vec<u8>,
     /// The play-event store's read side, for the history and statistics API.
     pub events: Option<crate::events::SharedReader>,
+    /// Tokens, roles, the rate limit and CORS origins (see [`crate::auth`]).
+    pub access: Arc<Access>,
+    /// Places for listeners under `[limits] max_listeners` and `max_listeners_per_station`.
+    pub listener_caps: Arc<ListenerCaps>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -47,7 +55,12 @@ impl AppState {
         metrics: Metrics,
         config: Arc<Config>,
         client_hash_salt: Vec<u8>,
+        access: Arc<Access>,
     ) -> Self {
+        let listener_caps = Arc::new(ListenerCaps::new(
+            config.limits.max_listeners,
+            config.limits.max_listeners_per_station,
+        ));
         Self {
             stations,
             metrics,
@@ -55,6 +68,8 @@ impl AppState {
             next_serial: AtomicU32::new(0x5f0_0001),
             client_hash_salt,
             events: None,
+            access,
+            listener_caps,
         }
     }
 
@@ -90,6 +105,8 @@ pub enum ApiError {
     ChaosDisabled,
     #[error("nothing killed: {0}")]
     NothingToKill(#[from] crate::supervise::chaos::KillError),
+    #[error("{0}; try again later")]
+    ListenerCap(#[from] CapReached),
 }
 
 impl ResponseError for ApiError {
@@ -99,18 +116,31 @@ impl ResponseError for ApiError {
             Self::UnknownRendition { .. } | Self::Handshake(_) => StatusCode::BAD_REQUEST,
             Self::ChaosDisabled => StatusCode::FORBIDDEN,
             Self::NothingToKill(_) => StatusCode::CONFLICT,
+            Self::ListenerCap(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         let detail = match self {
             Self::UnknownRendition { available, .. } => json!({ "available_kbps": available }),
+            Self::ListenerCap(CapReached::Station { limit }) => {
+                json!({ "scope": "station", "limit": limit })
+            }
+            Self::ListenerCap(CapReached::Total { limit }) => {
+                json!({ "scope": "total", "limit": limit })
+            }
             _ => serde_json::Value::Null,
         };
-        HttpResponse::build(self.status_code())
-            .json(json!({ "error": self.to_string(), "detail": detail }))
+        let mut response = HttpResponse::build(self.status_code());
+        if matches!(self, Self::ListenerCap(_)) {
+            response.insert_header((header::RETRY_AFTER, LISTENER_CAP_RETRY_SECONDS));
+        }
+        response.json(json!({ "error": self.to_string(), "detail": detail }))
     }
 }
+
+/// Seconds a listener turned away by a cap is asked to wait (`Retry-After`).
+const LISTENER_CAP_RETRY_SECONDS: u64 = 5;
 
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -183,12 +213,13 @@ fn rendition_index(station: &Station, bitrate: Option<u32>) -> Result<usize, Api
 async fn websocket(
     state: web::Data<AppState>,
     id: web::Path<String>,
-    query: web::Query<StreamQuery>,
+    query: ApiQuery<StreamQuery>,
     req: HttpRequest,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let station = Arc::clone(state.station(&id)?);
     let rendition = rendition_index(&station, query.bitrate)?;
+    let slot = state.listener_caps.reserve(station.id())?;
     let (response, session, inbound) =
         actix_ws::handle(&req, body).map_err(|error| ApiError::Handshake(error.to_string()))?;
     let metrics = ListenerMetrics::new(
@@ -198,18 +229,19 @@ async fn websocket(
         station.feeds[rendition].bitrate_kbps,
     );
     let origin = ListenerOrigin::of(&req, &state.client_hash_salt);
-    ListenerSession::new(station, rendition, session, inbound, metrics, origin).start();
+    ListenerSession::new(station, rendition, session, inbound, metrics, origin, slot).start();
     Ok(response)
 }
 
 async fn http_stream(
     state: web::Data<AppState>,
     id: web::Path<String>,
-    query: web::Query<StreamQuery>,
+    query: ApiQuery<StreamQuery>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let station = Arc::clone(state.station(&id)?);
     let rendition = rendition_index(&station, query.bitrate)?;
+    let slot = state.listener_caps.reserve(station.id())?;
     let metrics = ListenerMetrics::new(
         &state.metrics,
         station.id(),
@@ -233,6 +265,7 @@ async fn http_stream(
             serial,
             metrics,
             ListenerOrigin::of(&req, &state.client_hash_salt),
+            slot,
         )))
 }
 
@@ -304,7 +337,7 @@ struct ChaosRequest {
 
 async fn chaos(
     state: web::Data<AppState>,
-    request: web::Json<ChaosRequest>,
+    request: ApiJson<ChaosRequest>,
 ) -> Result<HttpResponse, ApiError> {
     if !state.config.chaos.enabled {
         return Err(ApiError::ChaosDisabled);
@@ -346,44 +379,4 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             "stations_degraded": degraded,
         }))
     }
-}
-
-/// Query-string errors answered as JSON 400s naming the problem.
-pub fn query_config() -> web::QueryConfig {
-    web::QueryConfig::default().error_handler(|error, _req| {
-        let message = error.to_string();
-        actix_web::error::InternalError::from_response(
-            error,
-            HttpResponse::BadRequest()
-                .json(json!({ "error": "invalid query string", "detail": message })),
-        )
-        .into()
-    })
-}
-
-/// Request-body errors answered as JSON 400s naming the field and the problem.
-pub fn json_config() -> web::JsonConfig {
-    web::JsonConfig::default()
-        .limit(16 * 1024)
-        .error_handler(|error, _req| {
-            let message = error.to_string();
-            actix_web::error::InternalError::from_response(
-                error,
-                HttpResponse::BadRequest()
-                    .json(json!({ "error": "invalid request body", "detail": message })),
-            )
-            .into()
-        })
-}
-
-/// Path errors answered as JSON 400s naming the problem.
-pub fn path_config() -> web::PathConfig {
-    web::PathConfig::default().error_handler(|error, _req| {
-        let message = error.to_string();
-        actix_web::error::InternalError::from_response(
-            error,
-            HttpResponse::BadRequest().json(json!({ "error": "invalid path", "detail": message })),
-        )
-        .into()
-    })
 }

@@ -13,7 +13,7 @@ use futures_util::Stream;
 use sonicforge_engine::codec::ogg::OggOpusMuxer;
 use sonicforge_engine::ring::PacketBuf;
 
-use super::{Cursor, CursorStep, DisconnectReason, ListenerEvents, ListenerOrigin};
+use super::{Cursor, CursorStep, DisconnectReason, ListenerEvents, ListenerOrigin, ListenerSlot};
 use crate::metrics::ListenerMetrics;
 use crate::station::Station;
 use sonicforge_engine::events::Transport;
@@ -28,10 +28,17 @@ struct HttpListenerGuard {
     /// Set when the server ends the stream itself.
     ended_by: Option<DisconnectReason>,
     events: ListenerEvents,
+    /// The listener's place under the caps, freed when the body is dropped.
+    _slot: ListenerSlot,
 }
 
 impl HttpListenerGuard {
-    fn new(metrics: ListenerMetrics, deadline: Duration, events: ListenerEvents) -> Self {
+    fn new(
+        metrics: ListenerMetrics,
+        deadline: Duration,
+        events: ListenerEvents,
+        slot: ListenerSlot,
+    ) -> Self {
         metrics.listeners.inc();
         metrics.connects.inc();
         Self {
@@ -40,6 +47,7 @@ impl HttpListenerGuard {
             deadline,
             ended_by: None,
             events,
+            _slot: slot,
         }
     }
 }
@@ -78,6 +86,7 @@ pub fn ogg_stream(
     serial: u32,
     metrics: ListenerMetrics,
     origin: ListenerOrigin,
+    slot: ListenerSlot,
 ) -> impl Stream<Item = Result<Bytes, std::convert::Infallible>> + 'static {
     let config = station.listener_config;
     let feed = &station.feeds[rendition];
@@ -95,6 +104,7 @@ pub fn ogg_stream(
                 feed.bitrate_kbps,
                 origin,
             ),
+            slot,
         ),
         station,
         rendition,

@@ -8,6 +8,7 @@
 //! and counted by reason. Memory per listener is a fixed-size cursor state plus the
 //! bounded queues of the socket.
 
+mod caps;
 mod http;
 mod ws;
 
@@ -21,6 +22,7 @@ use sonicforge_engine::ring::{PacketMeta, PacketRing, ReadOutcome};
 use crate::config::ListenerConfig;
 use crate::station::Station;
 
+pub use caps::{CapReached, ListenerCaps, ListenerSlot};
 pub use http::ogg_stream;
 pub use ws::ListenerSession;
 

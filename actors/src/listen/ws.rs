@@ -22,7 +22,7 @@ use sonicforge_engine::codec::wire::{FLAG_DISCONTINUITY, WIRE_HEADER_LEN, WireHe
 use sonicforge_engine::frame::{CHANNELS, FRAME_SAMPLES, SAMPLE_RATE};
 use sonicforge_engine::ring::PacketBuf;
 
-use super::{Cursor, CursorStep, DisconnectReason, ListenerEvents, ListenerOrigin};
+use super::{Cursor, CursorStep, DisconnectReason, ListenerEvents, ListenerOrigin, ListenerSlot};
 use crate::metrics::ListenerMetrics;
 use crate::station::{NowPlaying, Station};
 use crate::supervise::chaos::{ChaosMode, Kill};
@@ -121,6 +121,8 @@ pub struct ListenerSession {
     client_lag: Rc<ClientLag>,
     origin: Option<ListenerOrigin>,
     events: Option<ListenerEvents>,
+    /// The listener's place under the caps, freed when the session is dropped.
+    _slot: ListenerSlot,
 }
 
 impl std::fmt::Debug for ListenerSession {
@@ -146,8 +148,10 @@ impl ListenerSession {
         inbound: MessageStream,
         metrics: ListenerMetrics,
         origin: ListenerOrigin,
+        slot: ListenerSlot,
     ) -> Self {
         Self {
+            _slot: slot,
             origin: Some(origin),
             events: None,
             id: super::next_session_id(),

@@ -24,6 +24,18 @@ seed = 42
 playlist = ["lofi chill 80 bpm A minor", "dark techno 128 bpm", "deep house 122 bpm F minor"]
 "#;
 
+/// The token signing secret every engine the harness starts uses (through
+/// `SONICFORGE_JWT_SECRET`), so tests can mint tokens with [`token`].
+pub const TEST_JWT_SECRET: &str = "sonicforge-integration-test-secret-0123456789";
+
+/// A bearer token for the harness's engines with `role`, valid for an hour.
+pub fn token(role: sonicforge_actors::auth::Role) -> String {
+    sonicforge_actors::auth::TokenKeys::new(TEST_JWT_SECRET.as_bytes())
+        .unwrap()
+        .issue(role, "integration-test", Duration::from_secs(3600))
+        .unwrap()
+}
+
 /// A running `sonicforge` process, killed when dropped.
 pub struct Engine {
     child: Child,
@@ -62,6 +74,7 @@ impl Engine {
             .arg(&config_path)
             .env("SONICFORGE_DATA_DIR", dir.join("data"))
             .env("SONICFORGE_LOG", "info")
+            .env("SONICFORGE_JWT_SECRET", TEST_JWT_SECRET)
             .stdout(Stdio::piped())
             .stderr(
                 std::fs::OpenOptions::new()
@@ -187,16 +200,124 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     )
 }
 
-/// A minimal blocking HTTP/1.1 POST of a JSON body (no keep-alive).
+/// A minimal blocking HTTP/1.1 POST of a JSON body (no keep-alive), as an admin
+/// (a bearer token from [`token`]), so it may call any route.
 pub fn http_post_json(addr: &str, path: &str, body: &str) -> (u16, String) {
-    http_request(
+    http_json_as_admin(addr, "POST", path, body)
+}
+
+/// A PUT of a JSON body as an admin.
+pub fn http_put_json(addr: &str, path: &str, body: &str) -> (u16, String) {
+    http_json_as_admin(addr, "PUT", path, body)
+}
+
+/// A DELETE as an admin.
+pub fn http_delete(addr: &str, path: &str) -> (u16, String) {
+    let answer = http_send(
         addr,
-        &format!(
-            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        ),
-    )
+        "DELETE",
+        path,
+        &[(
+            "Authorization",
+            &bearer(sonicforge_actors::auth::Role::Admin),
+        )],
+        None,
+    );
+    (answer.status, answer.body)
+}
+
+fn http_json_as_admin(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    let answer = http_send(
+        addr,
+        method,
+        path,
+        &[
+            (
+                "Authorization",
+                &bearer(sonicforge_actors::auth::Role::Admin),
+            ),
+            ("Content-Type", "application/json"),
+        ],
+        Some(body.as_bytes()),
+    );
+    (answer.status, answer.body)
+}
+
+/// `Bearer <token>` for an `Authorization` header.
+pub fn bearer(role: sonicforge_actors::auth::Role) -> String {
+    format!("Bearer {}", token(role))
+}
+
+/// A response: status, headers (names lowercased) and body.
+#[derive(Debug, Clone)]
+pub struct HttpAnswer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpAnswer {
+    /// The first value of header `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// The body as JSON (`Null` when it is not JSON).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// Any request, with exactly the given headers (no token unless given) and body; a
+/// `Content-Length` is added for a body. Reads the response to its end.
+pub fn http_send(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> HttpAnswer {
+    use std::io::{Read, Write};
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if let Some(body) = body {
+        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    request.push_str("\r\n");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    if let Some(body) = body {
+        // The server may answer (413) and close before taking a large body.
+        let _ = stream.write_all(body);
+    }
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_string()))
+        .collect();
+    HttpAnswer {
+        status,
+        headers,
+        body: body.to_string(),
+    }
 }
 
 /// Sends a whole request and returns the response's status and body.

@@ -61,6 +61,8 @@ pub struct Engine {
     pub addr: SocketAddr,
     /// `Host` header value.
     pub authority: String,
+    /// Bearer token sent with the chaos hook's POST (the hook needs role admin).
+    pub token: Option<String>,
 }
 
 /// What the chaos hook answered.
@@ -169,8 +171,13 @@ impl Engine {
                 source,
             };
             let mut stream = TcpStream::connect(self.addr).await.map_err(io_error)?;
+            let authorization = self
+                .token
+                .as_ref()
+                .map(|token| format!("Authorization: Bearer {token}\r\n"))
+                .unwrap_or_default();
             let request = format!(
-                "POST {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: sonicforge-loadtests\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                "POST {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: sonicforge-loadtests\r\n{authorization}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 self.authority,
                 body.len()
             );
@@ -308,6 +315,7 @@ mod tests {
         let engine = Engine {
             addr,
             authority: addr.to_string(),
+            token: Some("t0ken".into()),
         };
         let outcome = engine
             .kill("main", ActorKind::Listener, KillMode::Stop)
@@ -318,6 +326,7 @@ mod tests {
         let request = server.await.unwrap();
         assert!(request.starts_with("POST /api/admin/chaos HTTP/1.1\r\n"));
         assert!(request.contains("Content-Type: application/json\r\n"));
+        assert!(request.contains("Authorization: Bearer t0ken\r\n"));
         assert!(request.ends_with(r#"{"station":"main","actor":"listener","mode":"stop"}"#));
     }
 }

@@ -81,6 +81,9 @@ pub struct ChaosArgs {
     /// Station id.
     #[arg(long, default_value = "main")]
     pub station: String,
+    /// Bearer token with role admin for the chaos hook (`sonicforge token --role admin`).
+    #[arg(long, env = "SONICFORGE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Seed of the kill schedule; drawn from the clock when absent. The same seed
     /// gives the same schedule.
     #[arg(long)]
@@ -236,6 +239,7 @@ pub async fn run(args: &ChaosArgs, seed: u64) -> Result<ChaosReport, ChaosError>
     let engine = Engine {
         addr: target.resolve().await?,
         authority: target.authority(),
+        token: args.token.clone(),
     };
     let ready_by = Instant::now() + READY_WAIT;
     while !engine.is_ready().await {
