@@ -462,6 +462,25 @@ pub struct StationConfig {
     pub seed: Option<u64>,
     /// Generator prompts, played in order and repeated.
     pub playlist: Vec<String>,
+    /// The playlist the station starts on; absent: its built-in playlist (the
+    /// prompts above), named after the station.
+    #[serde(default)]
+    pub playlist_name: Option<String>,
+    /// Playlists whose first track is kept rendered ahead, so that a swap to one of
+    /// them needs no render (0..=8; the most recently created, changed or swapped).
+    #[serde(default = "default_swap_ready_playlists")]
+    pub swap_ready_playlists: usize,
+    /// Minutes between jingles (1..=1440); needs `jingle`.
+    #[serde(default)]
+    pub jingle_every_minutes: Option<u32>,
+    /// The jingle or station ID played between tracks when one is due: a playlist
+    /// item (`prompt`, `seconds`, `seed` or `file`, `crossfade_ms`).
+    #[serde(default)]
+    pub jingle: Option<crate::playlists::PlaylistItem>,
+}
+
+fn default_swap_ready_playlists() -> usize {
+    2
 }
 
 fn default_renditions() -> Vec<u32> {
@@ -721,6 +740,8 @@ impl Config {
                     ));
                 }
             }
+            validate_station_playlists(station)
+                .map_err(|(field, message)| invalid(key(&field), message))?;
         }
         Ok(())
     }
@@ -943,6 +964,50 @@ fn check_range<T: PartialOrd + Copy + std::fmt::Display>(
     } else {
         Err(format!("{value} is outside {min}..={max} (key {key})"))
     }
+}
+
+/// The playlist keys of a station: `Err((key under the station, message))`.
+fn validate_station_playlists(station: &StationConfig) -> Result<(), (String, String)> {
+    if let Some(name) = &station.playlist_name {
+        crate::playlists::validate_name(name)
+            .map_err(|error| ("playlist_name".to_string(), error.to_string()))?;
+    }
+    if station.swap_ready_playlists > 8 {
+        return Err((
+            "swap_ready_playlists".into(),
+            format!("{} is outside 0..=8", station.swap_ready_playlists),
+        ));
+    }
+    match (station.jingle_every_minutes, &station.jingle) {
+        (Some(minutes), Some(jingle)) => {
+            if !(1..=1440).contains(&minutes) {
+                return Err((
+                    "jingle_every_minutes".into(),
+                    format!("{minutes} is outside 1..=1440"),
+                ));
+            }
+            // Files are checked against the media library when the jingle is due.
+            jingle
+                .validate("", &|_| true)
+                .map_err(|error| match error {
+                    crate::playlists::PlaylistError::Invalid { field, message } => {
+                        (format!("jingle.{field}"), message)
+                    }
+                    other => ("jingle".into(), other.to_string()),
+                })?;
+        }
+        (Some(_), None) => {
+            return Err(("jingle".into(), "jingle_every_minutes needs a jingle".into()));
+        }
+        (None, Some(_)) => {
+            return Err((
+                "jingle_every_minutes".into(),
+                "a jingle needs jingle_every_minutes".into(),
+            ));
+        }
+        (None, None) => {}
+    }
+    Ok(())
 }
 
 #[cfg(test)]

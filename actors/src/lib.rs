@@ -9,6 +9,7 @@ pub mod http;
 pub mod listen;
 pub mod mastering;
 pub mod metrics;
+pub mod playlists;
 pub mod server;
 pub mod station;
 pub mod station_events;

@@ -27,6 +27,8 @@ pub enum ServerError {
     #[error(transparent)]
     Events(#[from] crate::events::EventStoreError),
     #[error(transparent)]
+    Playlists(#[from] crate::playlists::PlaylistError),
+    #[error(transparent)]
     Auth(#[from] crate::auth::AuthSetupError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -78,7 +80,11 @@ impl Engine {
         let metrics = Metrics::new();
         let mastering = crate::mastering::choose(&config.mastering)?;
         let event_reader = open_event_reader(&config);
-        let mut stations = Stations::default();
+        let playlists = Arc::new(crate::playlists::PlaylistStore::open(
+            &config.server.data_dir,
+            &config.stations,
+        )?);
+        let mut stations = Stations::new(Arc::clone(&playlists));
         for station_config in &config.stations {
             // Looked up before the station starts, so that only the previous run counts.
             let unclean = event_reader.as_ref().and_then(|reader| {
@@ -91,6 +97,7 @@ impl Engine {
                 mastering.clone(),
                 event_storage(&config)?,
                 &metrics,
+                Arc::clone(&playlists),
             )?;
             if let Some(unclean) = unclean {
                 close_unclean_sessions(&station, &unclean);

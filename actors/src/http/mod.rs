@@ -2,6 +2,7 @@
 //! metrics and health.
 
 mod play_events;
+mod playlists;
 mod station_events;
 mod validation;
 mod web_files;
@@ -175,6 +176,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/readyz", web::get().to(readyz))
         .default_service(web::to(not_found));
     cfg.configure(station_events::configure);
+    cfg.configure(playlists::configure);
 }
 
 async fn not_found() -> Result<HttpResponse, ApiError> {

@@ -1,31 +1,58 @@
-//! The generator actor: renders tracks and masters them, on its own thread, off the
-//! real-time path. A track reaches the scheduler only once it is mastered.
+//! The generator actor: renders tracks (from a prompt, or decoded from a media file)
+//! and masters them, on its own thread, off the real-time path. A track reaches the
+//! scheduler only once it is mastered.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use actix::{Actor, Context, Handler, Message};
-use sonicforge_engine::generate::{
-    GenerateError, Generator, ProceduralGenerator, Track, TrackRequest,
-};
+use sonicforge_engine::generate::{GenerateError, Generator, ProceduralGenerator, TrackRequest};
 use sonicforge_engine::master::{MasterError, Mastering, MasteringStats};
 
-use super::Station;
+use super::{Station, TrackInfo};
 use crate::mastering::KernelBackend;
 
 /// Asks for one track; the answer carries the whole track as a shared buffer.
 #[derive(Debug)]
-pub struct Render(pub TrackRequest);
+pub struct Render(pub RenderSource);
+
+/// What to render.
+#[derive(Debug, Clone)]
+pub enum RenderSource {
+    /// Generate from a prompt.
+    Prompt(TrackRequest),
+    /// Decode a file of the media library.
+    File { media_id: String },
+}
+
+impl RenderSource {
+    /// A short description for logs.
+    pub fn describe(&self) -> &str {
+        match self {
+            Self::Prompt(request) => &request.prompt,
+            Self::File { media_id } => media_id,
+        }
+    }
+}
 
 impl Message for Render {
     type Result = Result<MasteredTrack, RenderError>;
 }
 
-/// A rendered track, mastered, with what mastering did.
+/// A rendered track, mastered, with what listeners are told of it.
 #[derive(Debug, Clone)]
 pub struct MasteredTrack {
-    pub track: Track,
+    /// Interleaved stereo at 48 kHz, mastered.
+    pub samples: Arc<[f32]>,
+    pub info: TrackInfo,
     pub mastering: MasteringStats,
+}
+
+impl MasteredTrack {
+    pub fn duration_seconds(&self) -> f64 {
+        (self.samples.len() / sonicforge_engine::frame::CHANNELS) as f64
+            / f64::from(sonicforge_engine::frame::SAMPLE_RATE)
+    }
 }
 
 /// Why a render produced no track.
@@ -37,6 +64,8 @@ pub enum RenderError {
     Master(#[from] MasterError),
     #[error("the generator panicked (counted as a restart)")]
     Panicked,
+    #[error("media `{media_id}`: {message}")]
+    File { media_id: String, message: String },
 }
 
 /// Renders and masters tracks for one station.
@@ -74,33 +103,50 @@ impl GeneratorActor {
         })
     }
 
-    fn render_and_master(&mut self, request: &TrackRequest) -> Result<MasteredTrack, RenderError> {
-        let track = self.generator.render(request)?;
-        let options = self
-            .station
-            .mastering
-            .options_for(self.station.config.mastering_target_lufs, track.style.genre);
+    fn render_and_master(&mut self, source: &RenderSource) -> Result<MasteredTrack, RenderError> {
+        match source {
+            RenderSource::Prompt(request) => {
+                let track = self.generator.render(request)?;
+                let options = self
+                    .station
+                    .mastering
+                    .options_for(self.station.config.mastering_target_lufs, track.style.genre);
+                let (samples, mastering) = self.master(options, &track.samples)?;
+                let info = TrackInfo::mastered(&track, &mastering);
+                Ok(MasteredTrack {
+                    samples,
+                    info,
+                    mastering,
+                })
+            }
+            RenderSource::File { media_id } => Err(RenderError::File {
+                media_id: media_id.clone(),
+                message: "the media library is not available to this station".into(),
+            }),
+        }
+    }
+
+    /// Masters `samples` with `options`; the CPU takes over when the GPU fails.
+    fn master(
+        &mut self,
+        options: sonicforge_engine::master::MasteringOptions,
+        samples: &[f32],
+    ) -> Result<(Arc<[f32]>, MasteringStats), RenderError> {
         let station = Arc::clone(&self.station);
         let mastering = self.mastering();
         mastering.set_options(options);
-        let mastered = match mastering.master(&track.samples) {
+        let mastered = match mastering.master(samples) {
             Ok(mastered) => mastered,
             Err(error) if mastering.backend() != KernelBackend::Cpu.name() => {
                 tracing::error!(station = %station.id(), %error, "GPU mastering failed; the CPU takes over");
                 let mut cpu = Mastering::cpu(mastering.options().clone());
-                let mastered = cpu.master(&track.samples)?;
+                let mastered = cpu.master(samples)?;
                 self.mastering = Some(cpu);
                 mastered
             }
             Err(error) => return Err(error.into()),
         };
-        Ok(MasteredTrack {
-            track: Track {
-                samples: mastered.samples.into(),
-                ..track
-            },
-            mastering: mastered.stats,
-        })
+        Ok((mastered.samples.into(), mastered.stats))
     }
 }
 
@@ -127,11 +173,11 @@ impl Actor for GeneratorActor {
 impl Handler<Render> for GeneratorActor {
     type Result = Result<MasteredTrack, RenderError>;
 
-    fn handle(&mut self, Render(request): Render, _ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, Render(source): Render, _ctx: &mut Context<Self>) -> Self::Result {
         let started = Instant::now();
         let station = Arc::clone(&self.station);
         station.heartbeats.generator.beat();
-        let result = super::run_guarded(&station, "generator", || self.render_and_master(&request));
+        let result = super::run_guarded(&station, "generator", || self.render_and_master(&source));
         station.heartbeats.generator.idle();
         let Some(result) = result else {
             station.metrics.generate_failures.inc();
@@ -139,7 +185,10 @@ impl Handler<Render> for GeneratorActor {
         };
         let elapsed = started.elapsed();
         match &result {
-            Ok(MasteredTrack { track, mastering }) => {
+            Ok(track) => {
+                let MasteredTrack {
+                    info, mastering, ..
+                } = track;
                 let metrics = &station.metrics;
                 metrics.generate_seconds.observe(elapsed.as_secs_f64());
                 metrics.mastering_seconds.observe(mastering.seconds);
@@ -147,11 +196,11 @@ impl Handler<Render> for GeneratorActor {
                 metrics.track_true_peak_dbtp.set(mastering.true_peak_dbtp);
                 tracing::info!(
                     station = %station.id(),
-                    track = %track.id,
-                    title = %track.title,
-                    prompt = %track.prompt,
-                    seconds = track.duration().as_secs_f64(),
-                    realtime_factor = track.duration().as_secs_f64() / elapsed.as_secs_f64().max(1e-9),
+                    track = %info.track_id,
+                    title = %info.title,
+                    source = %source.describe(),
+                    seconds = track.duration_seconds(),
+                    realtime_factor = track.duration_seconds() / elapsed.as_secs_f64().max(1e-9),
                     input_lufs = mastering.input_lufs,
                     output_lufs = mastering.output_lufs,
                     true_peak_dbtp = mastering.true_peak_dbtp,
@@ -164,7 +213,7 @@ impl Handler<Render> for GeneratorActor {
             }
             Err(error) => {
                 station.metrics.generate_failures.inc();
-                tracing::error!(station = %station.id(), prompt = %request.prompt, %error, "track render failed");
+                tracing::error!(station = %station.id(), source = %source.describe(), %error, "track render failed");
             }
         }
         result

@@ -20,7 +20,7 @@ mod track_board;
 mod unclean_sessions;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -36,14 +36,18 @@ use tokio::sync::Notify;
 use crate::config::{ListenerConfig, StationConfig, SupervisionConfig};
 use crate::mastering::MasteringSettings;
 use crate::metrics::{Metrics, StationMetrics};
+use crate::playlists::{Playlist, PlaylistStore};
 use crate::supervise::chaos::{ChaosActor, ChaosMode, Kill, KillError, Killed};
 use crate::supervise::tree::{ChildExited, ExitReason, Heartbeat, Restart, Watched};
 
 pub use encoder::EncoderActor;
 pub use event_writer::{EventQueue, EventStorage, EventWriterActor, Flush};
-pub use generator::{GeneratorActor, MasteredTrack};
+pub use generator::{GeneratorActor, MasteredTrack, RenderSource};
 pub use mixer::MixerActor;
-pub use scheduler::SchedulerActor;
+pub use scheduler::{
+    MAX_REQUESTS, QueueFull, QueueOutcome, QueueRequest, SchedulerActor, SkipOutcome, SkipTrack,
+    SwapOutcome, SwapPlaylist, SwapWhen,
+};
 pub use subtree::StationSubtree;
 pub use track_board::{NowPlaying, TrackBoard, TrackInfo};
 pub use unclean_sessions::{
@@ -146,6 +150,10 @@ pub struct Station {
     pub board: TrackBoard,
     pub metrics: StationMetrics,
     pub global_metrics: Metrics,
+    /// Every playlist of the process; the store records which one this station plays.
+    pub playlists: Arc<PlaylistStore>,
+    /// Operator requests waiting to be rendered.
+    requests_waiting: AtomicUsize,
     clock: Mutex<Option<ClockAnchor>>,
     /// Sample timestamp of the next frame the mixer will play.
     pub(crate) playout_pts: AtomicU64,
@@ -214,6 +222,7 @@ impl Station {
         mastering: MasteringSettings,
         storage: EventStorage,
         metrics: &Metrics,
+        playlists: Arc<PlaylistStore>,
     ) -> Result<Arc<Self>, StationError> {
         let station = Self::start_without_actors(
             config,
@@ -222,6 +231,7 @@ impl Station {
             mastering,
             storage,
             metrics,
+            playlists,
         )?;
         station.emit(EventKind::StationStarted);
         station.start_actors();
@@ -238,6 +248,7 @@ impl Station {
         mastering: MasteringSettings,
         storage: EventStorage,
         metrics: &Metrics,
+        playlists: Arc<PlaylistStore>,
     ) -> Result<Arc<Self>, StationError> {
         let station_metrics = StationMetrics::new(
             metrics,
@@ -262,6 +273,7 @@ impl Station {
             retired_producer,
             fallback,
         );
+        let mixer_control = mixer.control();
         let (pcm_producer, pcm_consumer) = pcm_ring(PCM_RING_MS, 1);
 
         let ring_packets = frames_for_ms(PACKET_RING_SECONDS * 1000);
@@ -309,7 +321,12 @@ impl Station {
             scheduler_parts: Slot::new(scheduler::SchedulerParts::new(
                 upcoming_producer,
                 retired_consumer,
+                mixer_control,
                 seed,
+                starting_playlist(&config, &playlists),
+                config
+                    .jingle_every_minutes
+                    .map(|minutes| Duration::from_secs(u64::from(minutes) * 60)),
             )),
             mixer_parts: Slot::new(mixer::MixerParts::new(mixer, pcm_producer)),
             encoder_parts: Slot::new(encoder::EncoderParts::new(pcm_consumer, renditions)),
@@ -319,6 +336,8 @@ impl Station {
             board: TrackBoard::default(),
             metrics: station_metrics,
             global_metrics: metrics.clone(),
+            playlists,
+            requests_waiting: AtomicUsize::new(0),
             clock: Mutex::new(None),
             playout_pts: AtomicU64::new(0),
             last_packet_ms: AtomicU64::new(0),
@@ -405,6 +424,25 @@ impl Station {
     pub(crate) fn generator(&self) -> Option<Addr<GeneratorActor>> {
         let actors = self.actors.lock().unwrap_or_else(PoisonError::into_inner);
         actors.as_ref().map(|actors| actors.generator.clone())
+    }
+
+    pub(crate) fn scheduler(&self) -> Option<Addr<SchedulerActor>> {
+        let actors = self.actors.lock().unwrap_or_else(PoisonError::into_inner);
+        actors.as_ref().map(|actors| actors.scheduler.clone())
+    }
+
+    /// The playlist the station plays.
+    pub fn playlist_name(&self) -> Option<String> {
+        self.playlists.playing(self.id())
+    }
+
+    /// Operator requests waiting to be rendered.
+    pub fn requests_waiting(&self) -> usize {
+        self.requests_waiting.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn note_requests(&self, waiting: usize) {
+        self.requests_waiting.store(waiting, Ordering::Relaxed);
     }
 
     /// Kills one of the station's actors (chaos hooks) and says which one.
@@ -791,13 +829,32 @@ pub(crate) fn run_guarded<R>(
     }
 }
 
-/// All stations of the process by id.
-#[derive(Debug, Default)]
+/// All stations of the process by id, and the playlists they play from.
+#[derive(Debug)]
 pub struct Stations {
     stations: BTreeMap<String, Arc<Station>>,
+    playlists: Arc<PlaylistStore>,
+}
+
+impl Default for Stations {
+    fn default() -> Self {
+        Self::new(Arc::new(PlaylistStore::in_memory(&[])))
+    }
 }
 
 impl Stations {
+    pub fn new(playlists: Arc<PlaylistStore>) -> Self {
+        Self {
+            stations: BTreeMap::new(),
+            playlists,
+        }
+    }
+
+    /// Every playlist of the process.
+    pub fn playlists(&self) -> &Arc<PlaylistStore> {
+        &self.playlists
+    }
+
     pub fn insert(&mut self, station: Arc<Station>) {
         self.stations.insert(station.id().to_string(), station);
     }
@@ -815,6 +872,25 @@ impl Stations {
             station.stop();
         }
     }
+}
+
+/// The playlist a station starts on, claimed for it in the store: the configured
+/// `playlist_name`, else the station's built-in playlist. A missing one is logged and
+/// the built-in one plays.
+fn starting_playlist(config: &StationConfig, playlists: &PlaylistStore) -> Arc<Playlist> {
+    if let Some(name) = &config.playlist_name {
+        match playlists.claim(&config.id, name) {
+            Ok(playlist) => return playlist,
+            Err(error) => {
+                tracing::error!(station = %config.id, %error, "the configured playlist is missing; the station's own prompts play");
+            }
+        }
+    }
+    playlists.claim(&config.id, &config.id).unwrap_or_else(|_| {
+        let playlist = Arc::new(Playlist::of_station(config));
+        tracing::error!(station = %config.id, "no built-in playlist in the store; the configured prompts play");
+        playlist
+    })
 }
 
 /// Renders the dead-air loop and blends its end into its start so it loops without a seam.
@@ -885,6 +961,7 @@ mod tests {
                 1 << 20,
             ),
             &metrics,
+            Arc::new(PlaylistStore::in_memory(&config.stations)),
         )
         .unwrap();
         let survived = run_guarded(&station, "mixer", || -> u32 { panic!("frame bug") });

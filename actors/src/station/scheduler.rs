@@ -1,35 +1,94 @@
 //! The scheduler actor: keeps the upcoming-track queue full from the station's
-//! playlist, and frees finished tracks off the real-time path.
+//! playlist (with operator requests and jingles in between), keeps the first track
+//! of the playlists a swap is likely to go to rendered ahead, carries out swaps and
+//! skips, and frees finished tracks off the real-time path.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use actix::{Actor, ActorFutureExt, AsyncContext, Context, WrapFuture};
+use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, WrapFuture};
+use serde::Serialize;
 use sonicforge_engine::events::{EndReason, EventId, EventKind, PlayEvent, TrackSource};
 use sonicforge_engine::frame::SAMPLE_RATE;
 use sonicforge_engine::generate::TrackRequest;
-use sonicforge_engine::mix::{QueuedTrack, RetiredConsumer, UpcomingProducer};
+use sonicforge_engine::mix::{MixerControl, QueuedTrack, RetiredConsumer, UpcomingProducer};
 
-use super::generator::Render;
+use super::generator::{MasteredTrack, Render, RenderSource};
 use super::{Station, TrackInfo};
+use crate::playlists::{ItemSource, Playlist, PlaylistItem, Rotation};
 
 const TICK: Duration = Duration::from_millis(100);
+/// How soon a track that found the queue full is offered again.
+const PUSH_RETRY: Duration = Duration::from_millis(5);
 /// A render that has not answered by then is given up (the supervisor replaces a
 /// stalled generator long before).
 const RENDER_TIMEOUT: Duration = Duration::from_secs(120);
+/// Most operator requests waiting to be rendered.
+pub const MAX_REQUESTS: usize = 32;
+/// End reasons remembered for tracks cut short and not yet announced as ended.
+const MAX_CUT_REASONS: usize = 8;
+
+/// What a station plays from: a playlist and where it is in its rotation.
+#[derive(Debug)]
+struct Programme {
+    playlist: Arc<Playlist>,
+    rotation: Rotation,
+    /// Bumped by every swap; renders for an older programme are dropped.
+    generation: u64,
+}
+
+/// A playlist's next track, rendered and mastered ahead, so that a swap to it needs
+/// no render.
+#[derive(Debug)]
+struct ReadyFirst {
+    revision: u64,
+    /// The rotation after picking this track.
+    rotation: Rotation,
+    item: PlaylistItem,
+    track: MasteredTrack,
+}
+
+/// Why a track is scheduled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Rotation,
+    Request,
+    Jingle,
+}
+
+impl Origin {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Rotation => "rotation",
+            Self::Request => "request",
+            Self::Jingle => "jingle",
+        }
+    }
+}
 
 /// Scheduler state that outlives the actor.
 #[derive(Debug)]
 pub(crate) struct SchedulerParts {
     upcoming: UpcomingProducer,
     retired: RetiredConsumer,
+    control: Arc<MixerControl>,
     station_seed: u64,
-    /// Plays scheduled so far; picks the playlist item and the seed.
+    /// Plays scheduled so far; picks the seeds.
     plays: u64,
     next_epoch: u32,
     /// The epoch whose play events were emitted last, and the play on air.
     announced_epoch: u32,
     announced: Option<OnAir>,
+    programme: Programme,
+    requests: VecDeque<PlaylistItem>,
+    /// When the next jingle is due; `None` without jingles.
+    jingle_due: Option<Instant>,
+    ready: BTreeMap<String, ReadyFirst>,
+    /// Tracks with an epoch that found the queue full, oldest first.
+    pending: VecDeque<QueuedTrack>,
+    /// Why tracks were cut short, by epoch, until their end is announced.
+    cut_reasons: VecDeque<(u32, EndReason)>,
 }
 
 /// The play on air, as its `track_started` event announced it.
@@ -48,23 +107,145 @@ impl SchedulerParts {
     pub(crate) fn new(
         upcoming: UpcomingProducer,
         retired: RetiredConsumer,
+        control: Arc<MixerControl>,
         station_seed: u64,
+        playlist: Arc<Playlist>,
+        jingle_every: Option<Duration>,
     ) -> Self {
         Self {
             upcoming,
             retired,
+            control,
             station_seed,
             plays: 0,
             next_epoch: 1,
             announced_epoch: sonicforge_engine::mix::FALLBACK_EPOCH,
             announced: None,
+            programme: Programme {
+                rotation: Rotation::new(playlist.rotation, track_seed(station_seed, u64::MAX)),
+                playlist,
+                generation: 0,
+            },
+            requests: VecDeque::new(),
+            jingle_due: jingle_every.map(|every| Instant::now() + every),
+            ready: BTreeMap::new(),
+            pending: VecDeque::new(),
+            cut_reasons: VecDeque::new(),
         }
     }
 
+    /// Tracks in the mixer's queue (stale ones included until the mixer drops them)
+    /// and waiting to enter it.
     fn queued(&self) -> usize {
-        self.upcoming.buffer().capacity() - self.upcoming.slots()
+        self.upcoming.buffer().capacity() - self.upcoming.slots() + self.pending.len()
+    }
+
+    fn remember_cut(&mut self, epoch: u32, reason: EndReason) {
+        if self.cut_reasons.len() == MAX_CUT_REASONS {
+            self.cut_reasons.pop_front();
+        }
+        self.cut_reasons.push_back((epoch, reason));
+    }
+
+    fn cut_reason(&mut self, epoch: u32) -> EndReason {
+        match self.cut_reasons.iter().position(|(e, _)| *e == epoch) {
+            Some(index) => self
+                .cut_reasons
+                .remove(index)
+                .map_or(EndReason::Finished, |(_, reason)| reason),
+            None => EndReason::Finished,
+        }
     }
 }
+
+/// What the scheduler renders next and for what.
+#[derive(Debug)]
+enum Job {
+    /// For air, from the programme of `generation` (rotation items) or at any time.
+    Air {
+        item: PlaylistItem,
+        origin: Origin,
+        playlist: String,
+        generation: u64,
+    },
+    /// The first track of a playlist a swap may go to.
+    Ready {
+        playlist: String,
+        revision: u64,
+        rotation: Rotation,
+        item: PlaylistItem,
+    },
+}
+
+/// When a swap takes effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SwapWhen {
+    /// Crossfade into the new playlist's first track now.
+    Now,
+    /// After the track on air.
+    Next,
+}
+
+/// Swaps the station to another playlist.
+#[derive(Debug)]
+pub struct SwapPlaylist {
+    pub playlist: Arc<Playlist>,
+    pub when: SwapWhen,
+}
+
+/// What a swap did.
+#[derive(Debug, Clone, Serialize)]
+pub struct SwapOutcome {
+    pub from: String,
+    pub to: String,
+    pub when: SwapWhen,
+    /// The new playlist's first track was ready: no render stands between the
+    /// request and the change (`false`: it follows as soon as it is rendered, while
+    /// the old music plays on).
+    pub first_track_ready: bool,
+}
+
+impl Message for SwapPlaylist {
+    type Result = Option<SwapOutcome>;
+}
+
+/// Crossfades into the next track now.
+#[derive(Debug)]
+pub struct SkipTrack;
+
+/// What a skip did.
+#[derive(Debug, Clone, Serialize)]
+pub struct SkipOutcome {
+    /// The track cut short, when one was on air.
+    pub skipped: Option<String>,
+    /// A next track was ready (`false`: the skip happens once one is rendered).
+    pub next_track_ready: bool,
+}
+
+impl Message for SkipTrack {
+    type Result = Option<SkipOutcome>;
+}
+
+/// Plays an operator's request next, before the rotation's next item.
+#[derive(Debug)]
+pub struct QueueRequest(pub PlaylistItem);
+
+/// Where a request went.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueOutcome {
+    /// Requests waiting before it (0: it is rendered next).
+    pub position: usize,
+}
+
+impl Message for QueueRequest {
+    type Result = Option<Result<QueueOutcome, QueueFull>>;
+}
+
+/// The request queue holds [`MAX_REQUESTS`] already.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the request queue is full ({MAX_REQUESTS} requests wait)")]
+pub struct QueueFull;
 
 /// Keeps at least `upcoming_tracks` tracks rendered ahead of the mixer.
 #[derive(Debug)]
@@ -72,6 +253,8 @@ pub struct SchedulerActor {
     station: Arc<Station>,
     parts: Option<SchedulerParts>,
     render_in_flight: bool,
+    /// A retry of the tracks waiting for room in the queue is scheduled.
+    push_retry_scheduled: bool,
 }
 
 impl SchedulerActor {
@@ -85,6 +268,7 @@ impl SchedulerActor {
             station,
             parts: None,
             render_in_flight: false,
+            push_retry_scheduled: false,
         }
     }
 
@@ -95,58 +279,346 @@ impl SchedulerActor {
         // Finished tracks are freed here, never on the mixer's thread.
         while parts.retired.pop().is_ok() {}
         announce_track_changes(&self.station, parts);
+        self.flush_pending(ctx);
+        let Some(parts) = &mut self.parts else {
+            return;
+        };
         let queued = parts.queued();
         self.station.metrics.upcoming_tracks.set(queued as i64);
-        if self.render_in_flight
-            || queued >= self.station.config.upcoming_tracks
-            || self.station.is_degraded()
-        {
+        if self.render_in_flight || self.station.is_degraded() {
             return;
         }
+        let job = if queued < self.station.config.upcoming_tracks {
+            next_air_job(&self.station, parts)
+        } else {
+            next_ready_job(&self.station, parts)
+        };
+        if let Some(job) = job {
+            self.render(job, ctx);
+        }
+    }
+
+    /// Offers tracks that found the queue full again, soon if some are left.
+    fn flush_pending(&mut self, ctx: &mut Context<Self>) {
+        let Some(parts) = &mut self.parts else {
+            return;
+        };
+        while let Some(track) = parts.pending.pop_front() {
+            if let Err(rtrb::PushError::Full(track)) = parts.upcoming.push(track) {
+                parts.pending.push_front(track);
+                if !self.push_retry_scheduled {
+                    self.push_retry_scheduled = true;
+                    ctx.run_later(PUSH_RETRY, |actor, ctx| {
+                        actor.push_retry_scheduled = false;
+                        actor.flush_pending(ctx);
+                    });
+                }
+                return;
+            }
+        }
+    }
+
+    fn render(&mut self, job: Job, ctx: &mut Context<Self>) {
         let Some(generator) = self.station.generator() else {
             return;
         };
-        let playlist = &self.station.config.playlist;
-        let prompt = playlist[(parts.plays % playlist.len() as u64) as usize].clone();
-        let request = TrackRequest {
-            prompt,
-            seed: track_seed(parts.station_seed, parts.plays),
-            length: self
-                .station
-                .config
-                .track_seconds
-                .map(Duration::from_secs_f32),
+        let Some(parts) = &mut self.parts else {
+            return;
         };
-        parts.plays += 1;
+        let item = match &job {
+            Job::Air { item, .. } | Job::Ready { item, .. } => item,
+        };
+        let source = render_source(&self.station, parts, item);
         self.render_in_flight = true;
-        let render = generator.send(Render(request)).timeout(RENDER_TIMEOUT);
-        ctx.spawn(render.into_actor(self).map(|result, actor, _ctx| {
+        let render = generator.send(Render(source)).timeout(RENDER_TIMEOUT);
+        ctx.spawn(render.into_actor(self).map(move |result, actor, ctx| {
             actor.render_in_flight = false;
             let mastered = match result {
                 Ok(Ok(mastered)) => mastered,
-                Ok(Err(_)) => return, // logged and counted by the generator; the next prompt is tried
+                // Logged and counted by the generator; the next item is tried.
+                Ok(Err(_)) => return,
                 Err(error) => {
                     tracing::warn!(station = %actor.station.id(), %error, "generator unreachable");
                     return;
                 }
             };
-            let Some(parts) = &mut actor.parts else {
-                return;
-            };
-            let epoch = parts.next_epoch;
-            actor.station.board.post(
-                epoch,
-                TrackInfo::mastered(&mastered.track, &mastered.mastering),
-            );
-            let queued = QueuedTrack {
-                epoch,
-                samples: Arc::clone(&mastered.track.samples),
-                crossfade_samples: None,
-            };
-            if parts.upcoming.push(queued).is_ok() {
-                parts.next_epoch = parts.next_epoch.wrapping_add(1).max(1);
-            }
+            actor.rendered(job, mastered, ctx);
         }));
+    }
+
+    fn rendered(&mut self, job: Job, mastered: MasteredTrack, ctx: &mut Context<Self>) {
+        let Some(parts) = &mut self.parts else {
+            return;
+        };
+        match job {
+            Job::Air {
+                item,
+                origin,
+                playlist,
+                generation,
+            } => {
+                if origin == Origin::Rotation && generation != parts.programme.generation {
+                    tracing::debug!(station = %self.station.id(), %playlist, "track of a playlist swapped away dropped");
+                    return;
+                }
+                let playlist = (origin == Origin::Rotation).then_some(playlist);
+                queue_for_air(&self.station, parts, mastered, &item, origin, playlist);
+            }
+            Job::Ready {
+                playlist,
+                revision,
+                rotation,
+                item,
+            } => {
+                parts.ready.insert(
+                    playlist,
+                    ReadyFirst {
+                        revision,
+                        rotation,
+                        item,
+                        track: mastered,
+                    },
+                );
+            }
+        }
+        self.flush_pending(ctx);
+        self.tick(ctx);
+    }
+}
+
+/// The next item to render for air: a request, a due jingle, or the rotation's next.
+fn next_air_job(station: &Station, parts: &mut SchedulerParts) -> Option<Job> {
+    if let Some(item) = parts.requests.pop_front() {
+        station.note_requests(parts.requests.len());
+        return Some(Job::Air {
+            item,
+            origin: Origin::Request,
+            playlist: String::new(),
+            generation: parts.programme.generation,
+        });
+    }
+    if let (Some(due), Some(jingle), Some(minutes)) = (
+        parts.jingle_due,
+        &station.config.jingle,
+        station.config.jingle_every_minutes,
+    ) && Instant::now() >= due
+    {
+        parts.jingle_due = Some(Instant::now() + Duration::from_secs(u64::from(minutes) * 60));
+        return Some(Job::Air {
+            item: jingle.clone(),
+            origin: Origin::Jingle,
+            playlist: String::new(),
+            generation: parts.programme.generation,
+        });
+    }
+    // A changed playlist is picked up at its next item.
+    let programme = &mut parts.programme;
+    if let Some(latest) = station.playlists.get(&programme.playlist.name)
+        && latest.revision != programme.playlist.revision
+    {
+        programme.playlist = latest;
+    }
+    let index = programme.rotation.next(&programme.playlist)?;
+    Some(Job::Air {
+        item: programme.playlist.items[index].clone(),
+        origin: Origin::Rotation,
+        playlist: programme.playlist.name.clone(),
+        generation: programme.generation,
+    })
+}
+
+/// The first track of a playlist a swap may go to, when one is missing.
+fn next_ready_job(station: &Station, parts: &mut SchedulerParts) -> Option<Job> {
+    let count = station.config.swap_ready_playlists;
+    let candidates = station
+        .playlists
+        .most_recent(&parts.programme.playlist.name, count);
+    parts.ready.retain(|name, ready| {
+        candidates
+            .iter()
+            .any(|p| &p.name == name && p.revision == ready.revision)
+    });
+    let playlist = candidates
+        .into_iter()
+        .find(|p| !parts.ready.contains_key(&p.name))?;
+    let mut rotation = Rotation::new(
+        playlist.rotation,
+        track_seed(parts.station_seed, parts.plays ^ 0x5eed),
+    );
+    let index = rotation.next(&playlist)?;
+    Some(Job::Ready {
+        playlist: playlist.name.clone(),
+        revision: playlist.revision,
+        rotation,
+        item: playlist.items[index].clone(),
+    })
+}
+
+/// What the generator renders for `item`.
+fn render_source(
+    station: &Station,
+    parts: &mut SchedulerParts,
+    item: &PlaylistItem,
+) -> RenderSource {
+    let play = parts.plays;
+    parts.plays += 1;
+    match item.source() {
+        ItemSource::Prompt {
+            prompt,
+            seconds,
+            seed,
+        } => RenderSource::Prompt(TrackRequest {
+            prompt: prompt.to_string(),
+            seed: seed.unwrap_or_else(|| track_seed(parts.station_seed, play)),
+            length: seconds
+                .or(station.config.track_seconds)
+                .map(Duration::from_secs_f32),
+        }),
+        ItemSource::File { media_id } => RenderSource::File {
+            media_id: media_id.to_string(),
+        },
+    }
+}
+
+/// Gives a mastered track the next epoch, posts it on the board and queues it for
+/// the mixer (or keeps it until the queue has room).
+fn queue_for_air(
+    station: &Station,
+    parts: &mut SchedulerParts,
+    mastered: MasteredTrack,
+    item: &PlaylistItem,
+    origin: Origin,
+    playlist: Option<String>,
+) -> u32 {
+    let epoch = parts.next_epoch;
+    parts.next_epoch = parts.next_epoch.wrapping_add(1).max(1);
+    let info = TrackInfo {
+        playlist,
+        scheduled_as: origin.label(),
+        ..mastered.info
+    };
+    station.board.post(epoch, info);
+    let track = QueuedTrack {
+        epoch,
+        samples: mastered.samples,
+        crossfade_samples: item
+            .crossfade_ms
+            .map(|ms| (u64::from(ms) * u64::from(SAMPLE_RATE) / 1000) as u32),
+    };
+    if parts.pending.is_empty() {
+        if let Err(rtrb::PushError::Full(track)) = parts.upcoming.push(track) {
+            parts.pending.push_back(track);
+        }
+    } else {
+        parts.pending.push_back(track);
+    }
+    epoch
+}
+
+impl Handler<SwapPlaylist> for SchedulerActor {
+    type Result = Option<SwapOutcome>;
+
+    fn handle(&mut self, swap: SwapPlaylist, ctx: &mut Context<Self>) -> Self::Result {
+        let station = Arc::clone(&self.station);
+        let parts = self.parts.as_mut()?;
+        let to = swap.playlist.name.clone();
+        let from = parts.programme.playlist.name.clone();
+        station.emit(EventKind::PlaylistSwapped {
+            from: from.clone(),
+            to: to.clone(),
+        });
+        let ready = parts
+            .ready
+            .remove(&to)
+            .filter(|ready| ready.revision == swap.playlist.revision);
+        let generation = parts.programme.generation + 1;
+        let rotation = match &ready {
+            Some(ready) => ready.rotation.clone(),
+            None => Rotation::new(
+                swap.playlist.rotation,
+                track_seed(parts.station_seed, u64::MAX - generation),
+            ),
+        };
+        parts.programme = Programme {
+            playlist: Arc::clone(&swap.playlist),
+            rotation,
+            generation,
+        };
+        // Every track queued so far is dropped: the old playlist's, and requests or
+        // jingles already rendered (requests still waiting stay queued).
+        let first_epoch = parts.next_epoch;
+        parts.control.drop_queued_before(first_epoch);
+        parts.pending.clear();
+        station.board.forget_queued_before(first_epoch);
+        if swap.when == SwapWhen::Now {
+            let on_air = station.board.on_air_epoch();
+            parts.remember_cut(on_air, EndReason::Swapped);
+            parts.control.cut();
+        }
+        let first_track_ready = ready.is_some();
+        if let Some(ready) = ready {
+            queue_for_air(
+                &station,
+                parts,
+                ready.track,
+                &ready.item,
+                Origin::Rotation,
+                Some(to.clone()),
+            );
+        }
+        tracing::info!(station = %station.id(), %from, %to, when = ?swap.when, first_track_ready, "playlist swapped");
+        self.flush_pending(ctx);
+        self.tick(ctx);
+        Some(SwapOutcome {
+            from,
+            to,
+            when: swap.when,
+            first_track_ready,
+        })
+    }
+}
+
+impl Handler<SkipTrack> for SchedulerActor {
+    type Result = Option<SkipOutcome>;
+
+    fn handle(&mut self, _skip: SkipTrack, ctx: &mut Context<Self>) -> Self::Result {
+        let station = Arc::clone(&self.station);
+        let parts = self.parts.as_mut()?;
+        let on_air = station.board.on_air_epoch();
+        let skipped = station.board.get(on_air).map(|t| t.track_id.clone());
+        if let Some(track_id) = &skipped {
+            station.emit(EventKind::Skip {
+                track_id: track_id.clone(),
+            });
+            parts.remember_cut(on_air, EndReason::Skipped);
+        }
+        let next_track_ready = parts.queued() > 0;
+        parts.control.cut();
+        self.tick(ctx);
+        Some(SkipOutcome {
+            skipped,
+            next_track_ready,
+        })
+    }
+}
+
+impl Handler<QueueRequest> for SchedulerActor {
+    type Result = Option<Result<QueueOutcome, QueueFull>>;
+
+    fn handle(
+        &mut self,
+        QueueRequest(item): QueueRequest,
+        ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        let parts = self.parts.as_mut()?;
+        if parts.requests.len() >= MAX_REQUESTS {
+            return Some(Err(QueueFull));
+        }
+        let position = parts.requests.len();
+        parts.requests.push_back(item);
+        self.station.note_requests(parts.requests.len());
+        self.tick(ctx);
+        Some(Ok(QueueOutcome { position }))
     }
 }
 
@@ -160,10 +632,11 @@ fn announce_track_changes(station: &Station, parts: &mut SchedulerParts) {
     let since_pts = station.board.on_air_since_pts();
     let listener_ms = station.listener_clock.listener_ms();
     if let Some(on_air) = parts.announced.take() {
+        let reason = parts.cut_reason(parts.announced_epoch);
         station.emit(EventKind::TrackEnded {
             track_id: on_air.track.track_id.clone(),
             played_ms: since_pts.saturating_sub(on_air.started_pts) * 1000 / u64::from(SAMPLE_RATE),
-            reason: EndReason::Finished,
+            reason,
             play_id: Some(on_air.play_id),
             listener_ms: listener_ms.saturating_sub(on_air.listener_ms_at_start),
         });
@@ -175,7 +648,10 @@ fn announce_track_changes(station: &Station, parts: &mut SchedulerParts) {
             EventKind::TrackStarted {
                 track_id: track.track_id.clone(),
                 title: track.title.clone(),
-                source: TrackSource::Prompt(track.prompt.clone()),
+                source: match &track.file {
+                    Some(media_id) => TrackSource::File(media_id.clone()),
+                    None => TrackSource::Prompt(track.prompt.clone()),
+                },
                 generator: track.generator.clone(),
                 duration_ms: track.duration_ms,
                 mastering: track.mastering.clone(),
@@ -209,6 +685,7 @@ impl Actor for SchedulerActor {
             self.parts = self.station.scheduler_parts.take();
         }
         self.render_in_flight = false;
+        self.push_retry_scheduled = false;
         self.tick(ctx);
         ctx.run_interval(TICK, Self::tick);
     }

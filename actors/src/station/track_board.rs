@@ -28,6 +28,17 @@ pub struct TrackInfo {
     /// What mastering did to the track before it went on air.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mastering: Option<sonicforge_engine::events::MasteringStats>,
+    /// The media library id of a track played from a file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// The artist, from a file's tags.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub artist: Option<String>,
+    /// The playlist the track was scheduled from; `None` for requests and jingles.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub playlist: Option<String>,
+    /// Why it plays: "rotation", "request" or "jingle".
+    pub scheduled_as: &'static str,
 }
 
 impl TrackInfo {
@@ -50,6 +61,10 @@ impl TrackInfo {
             key: track.style.key.to_string(),
             duration_ms: track.duration().as_millis() as u64,
             mastering: None,
+            file: None,
+            artist: None,
+            playlist: None,
+            scheduled_as: "rotation",
         }
     }
 }
@@ -115,6 +130,14 @@ impl TrackBoard {
         })
     }
 
+    /// Forgets tracks queued after the one on air with an epoch below `epoch`: the
+    /// mixer drops them unplayed.
+    pub fn forget_queued_before(&self, epoch: u32) {
+        let on_air = self.on_air_epoch();
+        let mut tracks = self.tracks.write().unwrap_or_else(PoisonError::into_inner);
+        tracks.retain(|(e, _)| *e <= on_air || *e >= epoch);
+    }
+
     /// Tracks queued after the one on air, in play order.
     pub fn up_next(&self) -> Vec<Arc<TrackInfo>> {
         let epoch = self.on_air_epoch();
@@ -142,6 +165,10 @@ mod tests {
             key: "A minor".into(),
             duration_ms: 1000,
             mastering: None,
+            file: None,
+            artist: None,
+            playlist: None,
+            scheduled_as: "rotation",
         }
     }
 
@@ -158,6 +185,11 @@ mod tests {
         assert_eq!(now.started_pts, 960);
         let next: Vec<_> = board.up_next().iter().map(|t| t.track_id.clone()).collect();
         assert_eq!(next, vec!["b", "c"]);
+        board.post(4, info("d"));
+        board.forget_queued_before(4);
+        let next: Vec<_> = board.up_next().iter().map(|t| t.track_id.clone()).collect();
+        assert_eq!(next, vec!["d"]);
+        assert!(board.now_playing().is_some());
     }
 
     #[test]
