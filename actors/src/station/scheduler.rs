@@ -83,7 +83,7 @@ pub(crate) struct SchedulerParts {
     programme: Programme,
     requests: VecDeque<PlaylistItem>,
     /// When the next jingle is due; `None` without jingles.
-    jingle_due: Option<Instant>,
+    jingles: Option<JingleClock>,
     ready: BTreeMap<String, ReadyFirst>,
     /// Tracks with an epoch that found the queue full, oldest first.
     pending: VecDeque<QueuedTrack>,
@@ -127,7 +127,7 @@ impl SchedulerParts {
                 generation: 0,
             },
             requests: VecDeque::new(),
-            jingle_due: jingle_every.map(|every| Instant::now() + every),
+            jingles: jingle_every.map(|every| JingleClock::new(every, Instant::now())),
             ready: BTreeMap::new(),
             pending: VecDeque::new(),
             cut_reasons: VecDeque::new(),
@@ -155,6 +155,32 @@ impl SchedulerParts {
                 .map_or(EndReason::Finished, |(_, reason)| reason),
             None => EndReason::Finished,
         }
+    }
+}
+
+/// When jingles are due: every `every`, counted from when the last one was scheduled
+/// (a jingle goes between tracks, so it is never due twice in a row).
+#[derive(Debug, Clone, Copy)]
+struct JingleClock {
+    every: Duration,
+    due: Instant,
+}
+
+impl JingleClock {
+    fn new(every: Duration, now: Instant) -> Self {
+        Self {
+            every,
+            due: now + every,
+        }
+    }
+
+    /// Whether a jingle is due at `now`; if so, the next one is due `every` later.
+    fn take_if_due(&mut self, now: Instant) -> bool {
+        if now < self.due {
+            return false;
+        }
+        self.due = now + self.every;
+        true
     }
 }
 
@@ -397,13 +423,9 @@ fn next_air_job(station: &Station, parts: &mut SchedulerParts) -> Option<Job> {
             generation: parts.programme.generation,
         });
     }
-    if let (Some(due), Some(jingle), Some(minutes)) = (
-        parts.jingle_due,
-        &station.config.jingle,
-        station.config.jingle_every_minutes,
-    ) && Instant::now() >= due
+    if let (Some(jingles), Some(jingle)) = (&mut parts.jingles, &station.config.jingle)
+        && jingles.take_if_due(Instant::now())
     {
-        parts.jingle_due = Some(Instant::now() + Duration::from_secs(u64::from(minutes) * 60));
         return Some(Job::Air {
             item: jingle.clone(),
             origin: Origin::Jingle,
@@ -701,6 +723,43 @@ impl Actor for SchedulerActor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_jingle_is_due_every_interval_counted_from_the_last_one() {
+        let start = Instant::now();
+        let minute = Duration::from_secs(60);
+        let mut clock = JingleClock::new(minute, start);
+        assert!(!clock.take_if_due(start));
+        assert!(!clock.take_if_due(start + Duration::from_secs(59)));
+        // Late (a long track was on air): due now, then a whole interval later.
+        assert!(clock.take_if_due(start + Duration::from_secs(90)));
+        assert!(!clock.take_if_due(start + Duration::from_secs(91)));
+        assert!(!clock.take_if_due(start + Duration::from_secs(149)));
+        assert!(clock.take_if_due(start + Duration::from_secs(150)));
+    }
+
+    #[test]
+    fn end_reasons_of_cut_tracks_are_kept_until_announced() {
+        let (upcoming, _) = sonicforge_engine::mix::upcoming_queue(2);
+        let (_, retired) = sonicforge_engine::mix::retired_queue(4);
+        let playlist = Arc::new(Playlist::of_station(
+            &crate::config::Config::load(None).unwrap().stations[0],
+        ));
+        let mut parts = SchedulerParts::new(
+            upcoming,
+            retired,
+            Arc::new(MixerControl::default()),
+            1,
+            playlist,
+            None,
+        );
+        parts.remember_cut(3, EndReason::Skipped);
+        parts.remember_cut(4, EndReason::Swapped);
+        assert_eq!(parts.cut_reason(4), EndReason::Swapped);
+        assert_eq!(parts.cut_reason(4), EndReason::Finished, "announced once");
+        assert_eq!(parts.cut_reason(3), EndReason::Skipped);
+        assert_eq!(parts.cut_reason(9), EndReason::Finished);
+    }
 
     #[test]
     fn track_seeds_differ_per_play_and_repeat_per_station() {
