@@ -169,18 +169,18 @@ fn roles_caps_bodies_and_cors_are_enforced() {
     let cases: [(&str, u16, &str); 5] = [
         (
             r#"{"station":5,"actor":"scheduler","mode":"stop"}"#,
-            422,
+            400,
             "station",
         ),
-        (r#"{"station":"main","actor":"scheduler"}"#, 422, "mode"),
+        (r#"{"station":"main","actor":"scheduler"}"#, 400, "mode"),
         (
             r#"{"station":"main","actor":"scheduler","mode":"stop","why":1}"#,
-            422,
+            400,
             "why",
         ),
         (
             r#"{"station":"main","actor":"toaster","mode":"stop"}"#,
-            422,
+            400,
             "actor",
         ),
         (r#"{"station": "main", "#, 400, "body"),

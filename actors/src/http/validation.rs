@@ -2,7 +2,8 @@
 //! {"field": ..., "message": ...}}`, never a panic or a 500.
 //!
 //! - malformed JSON: 400 (`detail.line`, `detail.column`);
-//! - well-formed JSON with an unknown, missing or mistyped field: 422;
+//! - well-formed JSON with an unknown, missing or mistyped field: 400, the field in
+//!   `detail.field`;
 //! - a body over `[limits] json_body_kb`: 413 (`detail.limit_bytes`);
 //! - a body that is not `application/json`: 415;
 //! - a bad query string or path: 400.
@@ -78,7 +79,7 @@ fn json_error(error: &serde_json::Error, path: Option<&str>) -> actix_web::Error
         (None, None) => "body".to_string(),
     };
     reject(
-        StatusCode::UNPROCESSABLE_ENTITY,
+        StatusCode::BAD_REQUEST,
         &format!("invalid field `{field}` in the request body"),
         json!({
             "field": field,
@@ -382,7 +383,7 @@ mod tests {
             JSON,
         )
         .await;
-        assert_eq!(status, 422, "{body}");
+        assert_eq!(status, 400, "{body}");
         assert_eq!(body["detail"]["field"], "items[1].seed", "{body}");
     }
 
@@ -391,22 +392,22 @@ mod tests {
         let (status, body) = answer("/exact", r#"{"items":[]}"#, JSON).await;
         assert_eq!(
             (status, body["detail"]["field"].as_str()),
-            (422, Some("title"))
+            (400, Some("title"))
         );
         let (status, body) =
             answer("/exact", r#"{"title":"a","items":[{"name":"x"}]}"#, JSON).await;
         assert_eq!(
             (status, body["detail"]["field"].as_str()),
-            (422, Some("items[0].seed")),
+            (400, Some("items[0].seed")),
             "{body}"
         );
         let (status, body) = answer("/plain", r#"{"title":"a","items":[],"colour":1}"#, JSON).await;
         assert_eq!(
             (status, body["detail"]["field"].as_str()),
-            (422, Some("colour"))
+            (400, Some("colour"))
         );
         let (status, body) = answer("/exact", r#"{"title":"a","items":[],"colour":1}"#, JSON).await;
-        assert_eq!(status, 422);
+        assert_eq!(status, 400);
         assert!(
             body["detail"]["field"].as_str().unwrap().contains("colour"),
             "{body}"
