@@ -280,6 +280,8 @@ pub struct StationView {
     pub renditions: Vec<u32>,
     pub listeners: i64,
     pub on_air: bool,
+    /// The playlist the station plays (see `/api/stations/{id}/playlist`).
+    pub playlist: Option<String>,
     pub now_playing: Option<NowPlaying>,
     pub up_next: Vec<UpNext>,
 }
@@ -301,6 +303,7 @@ impl StationView {
             renditions: station.config.renditions_kbps.clone(),
             listeners: station.listener_count(),
             on_air: station.is_audio_flowing(),
+            playlist: station.playlist_name(),
             now_playing: station.now_playing(),
             up_next: station
                 .board
