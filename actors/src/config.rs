@@ -52,8 +52,46 @@ pub struct Config {
     pub auth: AuthConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    #[serde(default)]
+    pub media: MediaConfig,
     /// The stations; at least one.
     pub stations: Vec<StationConfig>,
+}
+
+/// The media library (`[media]`): uploaded files and a watched folder.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// Where uploads and the catalog are kept, relative to `server.data_dir` unless absolute.
+    pub dir: PathBuf,
+    /// An operator's folder scanned for new, changed and removed audio files
+    /// (relative to `server.data_dir` unless absolute); none by default.
+    pub watch_dir: Option<PathBuf>,
+    /// Seconds between scans of `watch_dir`.
+    pub watch_interval_seconds: u64,
+    /// The largest upload, in MiB.
+    pub max_upload_mb: u32,
+    /// The longest file taken, in minutes.
+    pub max_track_minutes: u32,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("media"),
+            watch_dir: None,
+            watch_interval_seconds: 5,
+            max_upload_mb: 200,
+            max_track_minutes: 30,
+        }
+    }
+}
+
+impl MediaConfig {
+    /// `max_upload_mb` in bytes.
+    pub fn max_upload_bytes(&self) -> u64 {
+        u64::from(self.max_upload_mb) * 1024 * 1024
+    }
 }
 
 /// The HTTP server.
@@ -997,7 +1035,10 @@ fn validate_station_playlists(station: &StationConfig) -> Result<(), (String, St
                 })?;
         }
         (Some(_), None) => {
-            return Err(("jingle".into(), "jingle_every_minutes needs a jingle".into()));
+            return Err((
+                "jingle".into(),
+                "jingle_every_minutes needs a jingle".into(),
+            ));
         }
         (None, Some(_)) => {
             return Err((

@@ -8,6 +8,7 @@ pub mod events;
 pub mod http;
 pub mod listen;
 pub mod mastering;
+pub mod media_library;
 pub mod metrics;
 pub mod playlists;
 pub mod server;

@@ -42,6 +42,9 @@ pub enum ServerError {
          set [chaos] allow_non_loopback = true to allow it"
     )]
     ChaosOnPublicAddress { addr: SocketAddr },
+    /// The media library cannot be opened.
+    #[error("media library: {0}")]
+    Media(#[source] crate::media_library::LibraryError),
 }
 
 /// Pending connections the listening socket queues (a reconnect storm must not overflow it).
@@ -130,6 +133,13 @@ impl Engine {
         if let Some(reader) = event_reader {
             app_state = app_state.with_event_reader(reader);
         }
+        let media = Arc::new(
+            crate::media_library::MediaLibrary::open(&config.media, &config.server.data_dir)
+                .map_err(ServerError::Media)?,
+        );
+        media.start_watching().map_err(ServerError::Media)?;
+        stations.use_media_library(&media);
+        app_state = app_state.with_media_library(media);
         let state = web::Data::new(app_state);
         let listener_config = config.listeners;
         let workers = match config.server.workers {

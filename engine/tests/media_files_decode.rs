@@ -5,6 +5,9 @@
 //! Where ffmpeg is not installed those cases are skipped with a note, except under
 //! `CI`, where a missing ffmpeg fails the test.
 
+// Test helpers unwrap: a failure there is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;

@@ -1,6 +1,7 @@
 //! The actix-web application: player pages, the station API, listener streams,
 //! metrics and health.
 
+mod media;
 mod play_events;
 mod playlists;
 mod station_events;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub client_hash_salt: Vec<u8>,
     /// The play-event store's read side, for the history and statistics API.
     pub events: Option<crate::events::SharedReader>,
+    /// The media library (uploads and the watched folder), when the server opened one.
+    pub media: Option<Arc<crate::media_library::MediaLibrary>>,
     /// Tokens, roles, the rate limit and CORS origins (see [`crate::auth`]).
     pub access: Arc<Access>,
     /// Places for listeners under `[limits] max_listeners` and `max_listeners_per_station`.
@@ -69,9 +72,16 @@ impl AppState {
             next_serial: AtomicU32::new(0x5f0_0001),
             client_hash_salt,
             events: None,
+            media: None,
             access,
             listener_caps,
         }
+    }
+
+    /// Serves the media library API from `library`.
+    pub fn with_media_library(mut self, library: Arc<crate::media_library::MediaLibrary>) -> Self {
+        self.media = Some(library);
+        self
     }
 
     /// Answers the play-event read API from `reader`.
@@ -177,6 +187,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .default_service(web::to(not_found));
     cfg.configure(station_events::configure);
     cfg.configure(playlists::configure);
+    cfg.configure(media::configure);
 }
 
 async fn not_found() -> Result<HttpResponse, ApiError> {

@@ -122,10 +122,7 @@ impl ToEngineRate {
             return Ok(());
         }
         self.pending.extend_from_slice(stereo);
-        loop {
-            let Some(resampler) = self.resampler.as_ref() else {
-                break;
-            };
+        while let Some(resampler) = self.resampler.as_ref() {
             let needed = resampler.input_frames_next();
             let available = self.pending.len() / CHANNELS - self.pending_start;
             if available < needed {

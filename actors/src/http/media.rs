@@ -1,0 +1,174 @@
+//! The media library API.
+//!
+//! - `GET /api/media`: every file, `{"media": [entry, ...]}`.
+//! - `GET /api/media/{id}`: one entry.
+//! - `POST /api/media?name=<file name>`: an upload. The body is the file's bytes as
+//!   they are (any `Content-Type`); the name's extension (wav, flac, mp3, ogg, oga)
+//!   hints the format and its stem is the title when the file has no title tag. The
+//!   file is decoded on the blocking pool before it is accepted: 201 with the entry
+//!   (200 when the same content was uploaded before), 400 for a bad name
+//!   (`detail.field` = "name"), 413 over `[media] max_upload_mb` (`detail.limit_bytes`),
+//!   415 for a format that is not read, 422 for a file that does not decode.
+//! - `DELETE /api/media/{id}`: 204; 404 for an unknown id; 409 for a file of the
+//!   watched folder (remove it there).
+
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::json;
+use sonicforge_engine::media::MediaError;
+
+use super::AppState;
+use crate::media_library::{LibraryError, MediaLibrary};
+
+pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api/media", web::get().to(list))
+        .route("/api/media", web::post().to(upload))
+        .route("/api/media/{id}", web::get().to(get))
+        .route("/api/media/{id}", web::delete().to(remove));
+}
+
+/// Errors of the media API, answered as JSON `{"error": ..., "detail": ...}`.
+#[derive(Debug, thiserror::Error)]
+pub enum MediaApiError {
+    #[error("the server has no media library")]
+    NoLibrary,
+    #[error("query parameter `name` (the file name) is required")]
+    MissingName,
+    #[error("the upload body could not be read: {0}")]
+    Body(String),
+    #[error("the upload was interrupted")]
+    Interrupted,
+    #[error(transparent)]
+    Library(#[from] LibraryError),
+}
+
+impl ResponseError for MediaApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::NoLibrary => StatusCode::SERVICE_UNAVAILABLE,
+            Self::MissingName | Self::Body(_) => StatusCode::BAD_REQUEST,
+            Self::Interrupted => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Library(error) => match error {
+                LibraryError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                LibraryError::BadName { .. } => StatusCode::BAD_REQUEST,
+                LibraryError::NotFound(_) => StatusCode::NOT_FOUND,
+                LibraryError::Watched { .. } => StatusCode::CONFLICT,
+                LibraryError::Decode(MediaError::Unsupported { .. }) => {
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE
+                }
+                LibraryError::Decode(MediaError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+                LibraryError::Decode(MediaError::Open { .. })
+                | LibraryError::Io { .. }
+                | LibraryError::Catalog { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+                LibraryError::Decode(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            },
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let detail = match self {
+            Self::MissingName => json!({ "field": "name" }),
+            Self::Library(LibraryError::BadName { reason, .. }) => {
+                json!({ "field": "name", "reason": reason })
+            }
+            Self::Library(LibraryError::TooLarge { limit_bytes }) => {
+                json!({ "limit_bytes": limit_bytes })
+            }
+            Self::Library(LibraryError::Decode(error)) => {
+                json!({ "field": "body", "file": error.path().display().to_string() })
+            }
+            Self::Library(LibraryError::NotFound(id)) => json!({ "id": id }),
+            _ => serde_json::Value::Null,
+        };
+        HttpResponse::build(self.status_code())
+            .json(json!({ "error": self.to_string(), "detail": detail }))
+    }
+}
+
+fn library(state: &AppState) -> Result<Arc<MediaLibrary>, MediaApiError> {
+    state.media.clone().ok_or(MediaApiError::NoLibrary)
+}
+
+async fn list(state: web::Data<AppState>) -> Result<HttpResponse, MediaApiError> {
+    let library = library(&state)?;
+    Ok(HttpResponse::Ok().json(json!({ "media": library.list() })))
+}
+
+async fn get(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, MediaApiError> {
+    let library = library(&state)?;
+    let entry = library
+        .get(&id)
+        .ok_or_else(|| LibraryError::NotFound(id.into_inner()))?;
+    Ok(HttpResponse::Ok().json(entry))
+}
+
+#[derive(Debug, Deserialize)]
+struct UploadQuery {
+    name: Option<String>,
+}
+
+async fn upload(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    mut body: web::Payload,
+) -> Result<HttpResponse, MediaApiError> {
+    let library = library(&state)?;
+    let query = web::Query::<UploadQuery>::from_query(request.query_string())
+        .map_err(|_| MediaApiError::MissingName)?;
+    let name = query
+        .into_inner()
+        .name
+        .filter(|name| !name.is_empty())
+        .ok_or(MediaApiError::MissingName)?;
+    crate::media_library::checked_extension(&name)?;
+    let limit = library.max_upload_bytes();
+    let too_large = || LibraryError::TooLarge { limit_bytes: limit };
+    // Refuse by the declared length before reading anything.
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(too_large().into());
+    }
+    let mut bytes = Vec::with_capacity(declared.unwrap_or(0).min(limit) as usize);
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|error| MediaApiError::Body(error.to_string()))?;
+        if (bytes.len() + chunk.len()) as u64 > limit {
+            return Err(too_large().into());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    // Decoding takes seconds for a long file: never on this async thread.
+    let (entry, new) = web::block(move || library.add_upload(&name, &bytes))
+        .await
+        .map_err(|_| MediaApiError::Interrupted)??;
+    let status = if new {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(HttpResponse::build(status)
+        .insert_header((header::LOCATION, format!("/api/media/{}", entry.id)))
+        .json(entry))
+}
+
+async fn remove(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, MediaApiError> {
+    let library = library(&state)?;
+    web::block(move || library.remove(&id))
+        .await
+        .map_err(|_| MediaApiError::Interrupted)??;
+    Ok(HttpResponse::NoContent().finish())
+}
