@@ -7,6 +7,9 @@
 //! `chaos` kills the station's actors on a seeded schedule while listeners decode the
 //! stream, puts every gap, flag and silence down to a kill, and checks restarts,
 //! escalations and memory; it exits non-zero when a check fails.
+//!
+//! `swaps` swaps a station between two playlists on air and times each swap from the
+//! request to the first audio of the new playlist at a WebSocket listener.
 
 mod chaos;
 mod events;
@@ -15,6 +18,7 @@ mod listener;
 mod ogg;
 mod proc_stats;
 mod report;
+mod swaps;
 mod swarm;
 mod target;
 mod wire;
@@ -45,6 +49,9 @@ enum Command {
     /// Write play events through the engine's sinks (a CQL node, or SQLite) at a target
     /// rate, several batches in flight; report the sustained rate and batch latency.
     Events(events::EventsArgs),
+    /// Swap a station between two playlists on air, `now`, and time each swap from
+    /// request to the first audio of the new playlist at a WebSocket listener.
+    Swaps(swaps::SwapsArgs),
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -53,6 +60,11 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::Swarm(args) => run_swarm(&args).map(|()| ExitCode::SUCCESS),
         Command::Chaos(args) => run_chaos(&args),
         Command::Events(args) => events::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Swaps(args) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(swaps::run(&args))
+            .map(|()| ExitCode::SUCCESS),
     }
 }
 
