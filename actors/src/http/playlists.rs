@@ -101,8 +101,11 @@ fn station<'a>(state: &'a AppState, id: &str) -> Result<&'a Arc<Station>, Contro
 }
 
 /// Whether `id` names a file of the media library.
-fn media_exists(_state: &AppState, _id: &str) -> bool {
-    false
+fn media_exists(state: &AppState, id: &str) -> bool {
+    state
+        .media
+        .as_ref()
+        .is_some_and(|library| library.get(id).is_some())
 }
 
 async fn list(state: web::Data<AppState>) -> HttpResponse {

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use actix::{Actor, Context, Handler, Message};
 use sonicforge_engine::generate::{GenerateError, Generator, ProceduralGenerator, TrackRequest};
-use sonicforge_engine::master::{MasterError, Mastering, MasteringStats};
+use sonicforge_engine::master::{EqTarget, GenreTarget, MasterError, Mastering, MasteringStats};
 
 use super::{Station, TrackInfo};
 use crate::mastering::KernelBackend;
@@ -119,11 +119,62 @@ impl GeneratorActor {
                     mastering,
                 })
             }
-            RenderSource::File { media_id } => Err(RenderError::File {
-                media_id: media_id.clone(),
-                message: "the media library is not available to this station".into(),
-            }),
+            RenderSource::File { media_id } => self.decode_and_master(media_id),
         }
+    }
+
+    /// Decodes a media file and masters it like a generated track (toward the curve
+    /// of the genre its tags name, when the chain has one).
+    fn decode_and_master(&mut self, media_id: &str) -> Result<MasteredTrack, RenderError> {
+        let file_error = |message: String| RenderError::File {
+            media_id: media_id.to_string(),
+            message,
+        };
+        let library = self
+            .station
+            .media_library()
+            .ok_or_else(|| file_error("the media library is not available".into()))?;
+        let decoded = library
+            .decode(media_id)
+            .map_err(|error| file_error(error.to_string()))?;
+        if decoded.frames() == 0 {
+            return Err(file_error("the file holds no audio".into()));
+        }
+        // The catalog's tags name an upload as it was uploaded, not as it is stored.
+        let tags = library
+            .get(media_id)
+            .map_or_else(|| decoded.tags.clone(), |entry| entry.tags);
+        let genre = tags
+            .genre
+            .as_deref()
+            .and_then(GenreTarget::from_name)
+            .unwrap_or(GenreTarget::Neutral);
+        let mut options = self.station.mastering.options.clone();
+        if let Some(target) = self.station.config.mastering_target_lufs {
+            options.target_lufs = target;
+        }
+        options.eq_target = EqTarget::Genre(genre);
+        let (samples, mastering) = self.master(options, &decoded.samples)?;
+        let info = TrackInfo {
+            track_id: media_id.to_string(),
+            title: tags.title,
+            prompt: String::new(),
+            generator: "file".to_string(),
+            genre: tags.genre.unwrap_or_default(),
+            bpm: 0.0,
+            key: String::new(),
+            duration_ms: decoded.duration.as_millis() as u64,
+            mastering: Some((&mastering).into()),
+            file: Some(media_id.to_string()),
+            artist: tags.artist,
+            playlist: None,
+            scheduled_as: "rotation",
+        };
+        Ok(MasteredTrack {
+            samples,
+            info,
+            mastering,
+        })
     }
 
     /// Masters `samples` with `options`; the CPU takes over when the GPU fails.

@@ -21,7 +21,7 @@ mod unclean_sessions;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::{Addr, Arbiter, ArbiterHandle, Recipient, Supervisor};
@@ -35,6 +35,7 @@ use tokio::sync::Notify;
 
 use crate::config::{ListenerConfig, StationConfig, SupervisionConfig};
 use crate::mastering::MasteringSettings;
+use crate::media_library::MediaLibrary;
 use crate::metrics::{Metrics, StationMetrics};
 use crate::playlists::{Playlist, PlaylistStore};
 use crate::supervise::chaos::{ChaosActor, ChaosMode, Kill, KillError, Killed};
@@ -154,6 +155,8 @@ pub struct Station {
     pub playlists: Arc<PlaylistStore>,
     /// Operator requests waiting to be rendered.
     requests_waiting: AtomicUsize,
+    /// Where file items are decoded from, once the server opened the library.
+    media: OnceLock<Arc<MediaLibrary>>,
     clock: Mutex<Option<ClockAnchor>>,
     /// Sample timestamp of the next frame the mixer will play.
     pub(crate) playout_pts: AtomicU64,
@@ -338,6 +341,7 @@ impl Station {
             global_metrics: metrics.clone(),
             playlists,
             requests_waiting: AtomicUsize::new(0),
+            media: OnceLock::new(),
             clock: Mutex::new(None),
             playout_pts: AtomicU64::new(0),
             last_packet_ms: AtomicU64::new(0),
@@ -434,6 +438,11 @@ impl Station {
     /// The playlist the station plays.
     pub fn playlist_name(&self) -> Option<String> {
         self.playlists.playing(self.id())
+    }
+
+    /// The media library file items are decoded from, once there is one.
+    pub(crate) fn media_library(&self) -> Option<&Arc<MediaLibrary>> {
+        self.media.get()
     }
 
     /// Operator requests waiting to be rendered.
@@ -853,6 +862,13 @@ impl Stations {
     /// Every playlist of the process.
     pub fn playlists(&self) -> &Arc<PlaylistStore> {
         &self.playlists
+    }
+
+    /// Lets every station play files of `library` (set once; later calls change nothing).
+    pub fn use_media_library(&self, library: &Arc<MediaLibrary>) {
+        for station in self.stations.values() {
+            let _ = station.media.set(Arc::clone(library));
+        }
     }
 
     pub fn insert(&mut self, station: Arc<Station>) {
