@@ -56,7 +56,7 @@ test: ## Format and lint checks, every test (on a throwaway Cassandra 5.0 node),
 .PHONY: test-chaos
 test-chaos: ## Short seeded chaos run: about 20 kills in 60 s under 200 decoding WebSocket listeners
 	@scripts/install-deps.sh build
-	$(CARGO) build --locked -p sonicforge-actors --bin sonicforge -p sonicforge-loadtests
+	$(CARGO) build --locked -p sonicforge-actors --bin sonicforge -p sonicforge-loadtests --bin sonicforge-loadtests
 	BIN_DIR=$(CARGO_TARGET_DIR)/debug scripts/chaos.sh 20 60 $(CHAOS_LISTENERS) \
 		--baseline-secs 20 --quiet-secs 20 --report $(CARGO_TARGET_DIR)/chaos-short.json
 
