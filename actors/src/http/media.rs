@@ -62,10 +62,12 @@ impl ResponseError for MediaApiError {
                     StatusCode::UNSUPPORTED_MEDIA_TYPE
                 }
                 LibraryError::Decode(MediaError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
-                LibraryError::Decode(MediaError::Open { .. })
-                | LibraryError::Io { .. }
-                | LibraryError::Catalog { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+                // An upload is decoded from memory: every other decode error is about
+                // its content.
                 LibraryError::Decode(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                LibraryError::Io { .. } | LibraryError::Catalog { .. } => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
             },
         }
     }
