@@ -48,6 +48,9 @@ pub struct Config {
     pub mastering: MasteringConfig,
     #[serde(default)]
     pub events: EventsConfig,
+    /// `[webhooks]`: posts to outside URLs on track changes and station up/down.
+    #[serde(default)]
+    pub webhooks: crate::webhooks::WebhooksConfig,
     #[serde(default)]
     pub auth: AuthConfig,
     #[serde(default)]
@@ -684,6 +687,9 @@ impl Config {
             check_range(key, value, min, max).map_err(|m| invalid(key.into(), m))?;
         }
         self.validate_events(origin)?;
+        self.webhooks
+            .validate()
+            .map_err(|(key, message)| invalid(key, message))?;
         self.validate_auth_and_limits(origin)?;
         for (index, station) in self.stations.iter().enumerate() {
             if let Some(target) = station.mastering_target_lufs {

@@ -15,3 +15,4 @@ pub mod server;
 pub mod station;
 pub mod station_events;
 pub mod supervise;
+pub mod webhooks;

@@ -27,6 +27,8 @@ pub enum ServerError {
     #[error(transparent)]
     Events(#[from] crate::events::EventStoreError),
     #[error(transparent)]
+    Webhooks(#[from] crate::webhooks::WebhookError),
+    #[error(transparent)]
     Playlists(#[from] crate::playlists::PlaylistError),
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthSetupError),
@@ -120,6 +122,12 @@ impl Engine {
         for station in stations.iter() {
             station_events.watch(Arc::clone(station));
         }
+        crate::webhooks::start(
+            &config.webhooks,
+            |key| std::env::var(key).ok(),
+            &metrics,
+            station_events.subscribe_all(),
+        )?;
         let station_events = web::Data::from(station_events);
         let config = Arc::new(config);
         let salt = client_hash_salt(&config.server.data_dir);
