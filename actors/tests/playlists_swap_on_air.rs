@@ -348,6 +348,24 @@ async fn swaps_skips_and_requests_change_the_music_without_a_gap() {
     let (status, bad) = post(&engine, "/api/stations/main/queue", r#"{"seconds": 9}"#).await;
     assert_eq!(status, 422, "{bad}");
 
+    // The tracks cut short were stored with why they ended.
+    let mut reasons = Vec::new();
+    for _ in 0..100 {
+        let (_, history) = engine.get("/api/stations/main/history?limit=50");
+        let history: Value = serde_json::from_str(&history).unwrap();
+        reasons = history["plays"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|play| play["ended"]["reason"].as_str().map(str::to_string))
+            .collect();
+        if reasons.iter().any(|r| r == "swapped") && reasons.iter().any(|r| r == "skipped") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(reasons.iter().any(|r| r == "swapped"), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r == "skipped"), "{reasons:?}");
     let log = engine.log_text();
     assert!(!log.contains("panicked"), "no actor panicked: {log}");
 }
