@@ -134,6 +134,7 @@ class DashboardTest(unittest.TestCase):
             "sonicforge_event_spool_oldest_age_seconds",
             "sonicforge_event_spool_full",
             "sonicforge_listener_connects_total",
+            "sonicforge_http_requests_total",
         ]:
             self.assertIn(metric, exprs)
 

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod config;
 pub mod events;
 pub mod http;
+pub mod http_metrics;
 pub mod listen;
 pub mod mastering;
 pub mod media_library;

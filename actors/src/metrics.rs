@@ -56,6 +56,7 @@ pub struct Metrics {
     pub webhook_deliveries: IntCounterVec,
     pub webhook_failures: IntCounterVec,
     pub webhook_dropped: IntCounterVec,
+    pub http_requests: IntCounterVec,
 }
 
 fn build<T: prometheus::core::Collector + Clone + 'static>(
@@ -486,6 +487,16 @@ impl Metrics {
                         "Webhook events given up, by reason: queue_full (the oldest waiting event made room) or attempts_exhausted.",
                     ),
                     &["url", "reason"],
+                ),
+            ),
+            http_requests: build(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "sonicforge_http_requests_total",
+                        "HTTP requests answered, by route pattern, method and status class (2xx, 4xx...).",
+                    ),
+                    &["route", "method", "status"],
                 ),
             ),
             registry,

@@ -172,6 +172,9 @@ impl Engine {
                 .wrap(actix_web::middleware::from_fn(
                     crate::auth::reject_foreign_preflight,
                 ))
+                .wrap(actix_web::middleware::from_fn(
+                    crate::http_metrics::count_requests,
+                ))
         })
         .on_connect(move |connection, _extensions| {
             if let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {

@@ -150,6 +150,11 @@ fn unknown_station_is_404() {
     let (status, body) = engine.get("/api/stations/nope/events");
     assert_eq!(status, 404, "{body}");
     assert!(body.contains("\"error\""), "{body}");
+    assert!(
+        engine.metric(
+            "sonicforge_http_requests_total{method=\"GET\",route=\"/api/stations/{id}/events\",status=\"4xx\"}"
+        ) >= 1.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
