@@ -60,6 +60,8 @@ const PACKET_RING_SECONDS: u64 = 4;
 /// Capacity of the PCM ring between mixer and encoder: how long the encoder may be
 /// kept off the CPU before frames are lost. Capacity adds no latency; only a backlog would.
 const PCM_RING_MS: u64 = 1000;
+/// Rendered requests waiting to play after the track on air.
+const REQUEST_QUEUE_TRACKS: usize = 2;
 /// Prompt and length of the loop played on dead air.
 const FALLBACK_PROMPT: &str = "ambient calm 60 bpm C major";
 const FALLBACK_SECONDS: u64 = 24;
@@ -265,7 +267,9 @@ impl Station {
         })?;
 
         let (upcoming_producer, upcoming_consumer) = upcoming_queue(config.upcoming_tracks);
-        let (retired_producer, retired_consumer) = retired_queue(config.upcoming_tracks + 4);
+        let (request_producer, request_consumer) = upcoming_queue(REQUEST_QUEUE_TRACKS);
+        let (retired_producer, retired_consumer) =
+            retired_queue(config.upcoming_tracks + REQUEST_QUEUE_TRACKS + 4);
         let mixer = Mixer::new(
             MixerOptions {
                 crossfade_samples: (u64::from(config.crossfade_ms) * u64::from(SAMPLE_RATE) / 1000)
@@ -275,7 +279,8 @@ impl Station {
             upcoming_consumer,
             retired_producer,
             fallback,
-        );
+        )
+        .with_request_queue(request_consumer);
         let mixer_control = mixer.control();
         let (pcm_producer, pcm_consumer) = pcm_ring(PCM_RING_MS, 1);
 
@@ -323,6 +328,7 @@ impl Station {
             listener_clock: crate::events::ListenerClock::default(),
             scheduler_parts: Slot::new(scheduler::SchedulerParts::new(
                 upcoming_producer,
+                request_producer,
                 retired_consumer,
                 mixer_control,
                 seed,

@@ -71,6 +71,8 @@ impl Origin {
 #[derive(Debug)]
 pub(crate) struct SchedulerParts {
     upcoming: UpcomingProducer,
+    /// Rendered requests: the mixer plays them before the upcoming queue's next track.
+    request_queue: UpcomingProducer,
     retired: RetiredConsumer,
     control: Arc<MixerControl>,
     station_seed: u64,
@@ -106,6 +108,7 @@ struct OnAir {
 impl SchedulerParts {
     pub(crate) fn new(
         upcoming: UpcomingProducer,
+        request_queue: UpcomingProducer,
         retired: RetiredConsumer,
         control: Arc<MixerControl>,
         station_seed: u64,
@@ -114,6 +117,7 @@ impl SchedulerParts {
     ) -> Self {
         Self {
             upcoming,
+            request_queue,
             retired,
             control,
             station_seed,
@@ -253,7 +257,8 @@ impl Message for SkipTrack {
     type Result = Option<SkipOutcome>;
 }
 
-/// Plays an operator's request next, before the rotation's next item.
+/// Plays an operator's request after the track on air, before the rotation's next
+/// item (requests play in the order they came).
 #[derive(Debug)]
 pub struct QueueRequest(pub PlaylistItem);
 
@@ -314,7 +319,9 @@ impl SchedulerActor {
         if self.render_in_flight || self.station.is_degraded() {
             return;
         }
-        let job = if queued < self.station.config.upcoming_tracks {
+        let job = if !parts.requests.is_empty() && parts.request_queue.slots() > 0 {
+            next_request_job(&self.station, parts)
+        } else if queued < self.station.config.upcoming_tracks {
             next_air_job(&self.station, parts)
         } else {
             next_ready_job(&self.station, parts)
@@ -412,17 +419,20 @@ impl SchedulerActor {
     }
 }
 
-/// The next item to render for air: a request, a due jingle, or the rotation's next.
+/// The oldest operator request, to render and play after the track on air.
+fn next_request_job(station: &Station, parts: &mut SchedulerParts) -> Option<Job> {
+    let item = parts.requests.pop_front()?;
+    station.note_requests(parts.requests.len());
+    Some(Job::Air {
+        item,
+        origin: Origin::Request,
+        playlist: String::new(),
+        generation: parts.programme.generation,
+    })
+}
+
+/// The next item to render for the upcoming queue: a due jingle, or the rotation's next.
 fn next_air_job(station: &Station, parts: &mut SchedulerParts) -> Option<Job> {
-    if let Some(item) = parts.requests.pop_front() {
-        station.note_requests(parts.requests.len());
-        return Some(Job::Air {
-            item,
-            origin: Origin::Request,
-            playlist: String::new(),
-            generation: parts.programme.generation,
-        });
-    }
     if let (Some(jingles), Some(jingle)) = (&mut parts.jingles, &station.config.jingle)
         && jingles.take_if_due(Instant::now())
     {
@@ -526,6 +536,15 @@ fn queue_for_air(
         crossfade_samples: item
             .crossfade_ms
             .map(|ms| (u64::from(ms) * u64::from(SAMPLE_RATE) / 1000) as u32),
+    };
+    let track = if origin == Origin::Request {
+        match parts.request_queue.push(track) {
+            Ok(()) => return epoch,
+            // Full of tracks a swap just dropped: it waits in the upcoming queue instead.
+            Err(rtrb::PushError::Full(track)) => track,
+        }
+    } else {
+        track
     };
     if parts.pending.is_empty() {
         if let Err(rtrb::PushError::Full(track)) = parts.upcoming.push(track) {
@@ -741,12 +760,14 @@ mod tests {
     #[test]
     fn end_reasons_of_cut_tracks_are_kept_until_announced() {
         let (upcoming, _) = sonicforge_engine::mix::upcoming_queue(2);
+        let (requests, _) = sonicforge_engine::mix::upcoming_queue(2);
         let (_, retired) = sonicforge_engine::mix::retired_queue(4);
         let playlist = Arc::new(Playlist::of_station(
             &crate::config::Config::load(None).unwrap().stations[0],
         ));
         let mut parts = SchedulerParts::new(
             upcoming,
+            requests,
             retired,
             Arc::new(MixerControl::default()),
             1,

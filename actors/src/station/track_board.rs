@@ -138,15 +138,17 @@ impl TrackBoard {
         tracks.retain(|(e, _)| *e <= on_air || *e >= epoch);
     }
 
-    /// Tracks queued after the one on air, in play order.
+    /// Tracks queued after the one on air, in play order (requests first).
     pub fn up_next(&self) -> Vec<Arc<TrackInfo>> {
         let epoch = self.on_air_epoch();
         let tracks = self.tracks.read().unwrap_or_else(PoisonError::into_inner);
-        tracks
+        let mut next: Vec<Arc<TrackInfo>> = tracks
             .iter()
             .filter(|(e, _)| *e > epoch)
             .map(|(_, info)| Arc::clone(info))
-            .collect()
+            .collect();
+        next.sort_by_key(|info| info.scheduled_as != "request");
+        next
     }
 }
 

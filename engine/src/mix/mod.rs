@@ -160,6 +160,8 @@ const RETIRED_OVERFLOW: usize = 4;
 pub struct Mixer {
     options: MixerOptions,
     upcoming: UpcomingConsumer,
+    /// Requests: played before the upcoming queue's next track.
+    requests: Option<UpcomingConsumer>,
     retired: RetiredProducer,
     retired_overflow: [Option<QueuedTrack>; RETIRED_OVERFLOW],
     current: Option<Playing>,
@@ -196,6 +198,7 @@ impl Mixer {
         Self {
             options,
             upcoming,
+            requests: None,
             retired,
             retired_overflow: Default::default(),
             current: None,
@@ -212,6 +215,13 @@ impl Mixer {
             holding_fallback: false,
             music_resumes: false,
         }
+    }
+
+    /// Adds a queue of requests: each plays after the track on air, before the
+    /// upcoming queue's next track. The retired queue must have room for its tracks too.
+    pub fn with_request_queue(mut self, requests: UpcomingConsumer) -> Self {
+        self.requests = Some(requests);
+        self
     }
 
     /// The handle other threads steer this mixer with.
@@ -444,10 +454,16 @@ impl Mixer {
         });
     }
 
-    /// The next queued track that may still play, dropping stale ones on the way.
+    /// The next queued track that may still play (a request first), dropping stale
+    /// ones on the way.
     fn pop_playable(&mut self) -> Option<QueuedTrack> {
         self.drop_stale_queued();
         let min_epoch = self.control.min_epoch();
+        if let Some(requests) = &mut self.requests
+            && requests.peek().is_ok_and(|track| track.epoch >= min_epoch)
+        {
+            return requests.pop().ok();
+        }
         match self.upcoming.peek() {
             Ok(track) if track.epoch >= min_epoch => self.upcoming.pop().ok(),
             _ => None,
@@ -458,13 +474,16 @@ impl Mixer {
     /// it has room (they are freed off this thread, never here).
     fn drop_stale_queued(&mut self) {
         let min_epoch = self.control.min_epoch();
-        while self.retired.slots() > 0
-            && self
-                .upcoming
-                .peek()
-                .is_ok_and(|track| track.epoch < min_epoch)
-        {
-            if let Ok(track) = self.upcoming.pop() {
+        let stale = |queue: &UpcomingConsumer| queue.peek().is_ok_and(|t| t.epoch < min_epoch);
+        while self.retired.slots() > 0 {
+            let track = if self.requests.as_ref().is_some_and(stale) {
+                self.requests.as_mut().and_then(|queue| queue.pop().ok())
+            } else if stale(&self.upcoming) {
+                self.upcoming.pop().ok()
+            } else {
+                break;
+            };
+            if let Some(track) = track {
                 self.retire(track);
             }
         }
@@ -918,6 +937,41 @@ mod tests {
         let retired: Vec<u32> =
             std::iter::from_fn(|| retired.pop().ok().map(|t| t.epoch)).collect();
         assert_eq!(retired, vec![1, 2]);
+    }
+
+    #[test]
+    fn a_request_plays_before_the_upcoming_queue_and_a_swap_drops_it() {
+        let options = MixerOptions {
+            crossfade_samples: SAMPLE_RATE / 2,
+            ..MixerOptions::default()
+        };
+        let (mixer, mut upcoming, mut retired) = mixer_with(options, 0.0);
+        let (mut requests, request_consumer) = upcoming_queue(2);
+        let mut mixer = mixer.with_request_queue(request_consumer);
+        let control = mixer.control();
+        upcoming.push(constant_track(1, 2.0, 0.5)).unwrap();
+        upcoming.push(constant_track(2, 2.0, 0.5)).unwrap();
+        let mut frame = SILENT_FRAME;
+        mixer.render(&mut frame);
+        requests.push(constant_track(3, 2.0, 0.5)).unwrap();
+        let order: Vec<u32> = (0..220).map(|_| mixer.render(&mut frame).epoch).fold(
+            Vec::new(),
+            |mut order, epoch| {
+                if order.last() != Some(&epoch) {
+                    order.push(epoch);
+                }
+                order
+            },
+        );
+        assert_eq!(order, vec![1, 3, 2], "the request plays next");
+        // A request still queued at a swap is dropped with the rest.
+        requests.push(constant_track(4, 2.0, 0.5)).unwrap();
+        upcoming.push(constant_track(5, 2.0, 0.5)).unwrap();
+        control.drop_queued_before(6);
+        mixer.render(&mut frame);
+        let dropped: Vec<u32> =
+            std::iter::from_fn(|| retired.pop().ok().map(|t| t.epoch)).collect();
+        assert!(dropped.contains(&4) && dropped.contains(&5), "{dropped:?}");
     }
 
     #[test]
