@@ -4,6 +4,7 @@
 set -euo pipefail
 
 need=()
+wants_promtool=""
 want() { # want COMMAND PACKAGE
     command -v "$1" >/dev/null 2>&1 || need+=("$2")
 }
@@ -26,8 +27,8 @@ test)
     want node nodejs
     want npm npm
     want python3 python3
-    # promtool checks and unit-tests the Prometheus alert rules.
-    want promtool prometheus
+    # promtool checks and unit-tests the Prometheus alert rules (fetch_promtool below).
+    wants_promtool=1
     # The GPU kernel tests run on Mesa's lavapipe software Vulkan driver.
     want_pkg libvulkan1
     want_pkg mesa-vulkan-drivers
@@ -67,15 +68,43 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 
-if [ ${#need[@]} -eq 0 ]; then
-    exit 0
-fi
-
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then
     sudo="sudo"
 fi
-echo "installing missing packages: ${need[*]}"
 export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
+apt_updated=""
+
+if [ ${#need[@]} -gt 0 ]; then
+    echo "installing missing packages: ${need[*]}"
+    $sudo apt-get update -qq
+    apt_updated=1
+    $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+
+# promtool is taken out of Debian's prometheus package into the cache, without
+# installing the package: that would also install (and, under systemd, start) a
+# Prometheus server. scripts/check-alert-rules.sh looks for it there.
+fetch_promtool() {
+    local dir=${SONICFORGE_CACHE:-$HOME/.cache/sonicforge}/promtool
+    if command -v promtool >/dev/null 2>&1 || [ -x "$dir/promtool" ]; then
+        return 0
+    fi
+    echo "fetching promtool from Debian's prometheus package into $dir"
+    local work
+    work=$(mktemp -d)
+    if ! (cd "$work" && apt-get download -qq prometheus 2>/dev/null); then
+        if [ -z "$apt_updated" ]; then
+            $sudo apt-get update -qq
+        fi
+        (cd "$work" && apt-get download -qq prometheus)
+    fi
+    dpkg-deb -x "$work"/prometheus_*.deb "$work/package"
+    mkdir -p "$dir"
+    install -m 0755 "$work/package/usr/bin/promtool" "$dir/promtool"
+    rm -rf "$work"
+}
+
+if [ -n "$wants_promtool" ]; then
+    fetch_promtool
+fi
