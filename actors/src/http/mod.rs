@@ -1,6 +1,7 @@
 //! The actix-web application: player pages, the station API, listener streams,
 //! metrics and health.
 
+mod console;
 mod media;
 mod play_events;
 mod playlists;
@@ -188,6 +189,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.configure(station_events::configure);
     cfg.configure(playlists::configure);
     cfg.configure(media::configure);
+    cfg.configure(console::configure);
 }
 
 async fn not_found() -> Result<HttpResponse, ApiError> {

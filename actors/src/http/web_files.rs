@@ -47,6 +47,10 @@ pub(super) fn station_page() -> HttpResponse {
     })
 }
 
+pub(super) async fn console_page() -> Result<HttpResponse, ApiError> {
+    serve("console.html", true)
+}
+
 pub(super) async fn asset(file: web::Path<String>) -> Result<HttpResponse, ApiError> {
     if file.contains('/') || file.starts_with('.') {
         return Err(ApiError::NotFound);
@@ -71,6 +75,8 @@ mod tests {
         for name in [
             "index.html",
             "station.html",
+            "console.html",
+            "console.js",
             "manifest.webmanifest",
             "sw.js",
         ] {

@@ -1,0 +1,230 @@
+// Runs a station from the operator console at /console in headless Chromium, against a
+// real engine: signs in with a token from `sonicforge token`, creates a playlist, swaps
+// to it now, and checks that a playing listener page shows its first track within 2 s.
+//
+// Run from this folder with `node --test`, SONICFORGE_BIN pointing at the sonicforge
+// binary (`make test-browser` does both). SONICFORGE_CONSOLE_SCREENSHOT, if set, is
+// the folder where screenshots of the console (wide and 375 px) are saved.
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+import { chromium } from "playwright-core";
+import { CHROMIUM, CHROMIUM_ARGS, Engine, engineBinary, requireChromium } from "./engine.mjs";
+
+const STATION = "main";
+const JWT_SECRET = "sonicforge-console-browser-test-secret-0123456789";
+// Two playlists' worth of prompts, short tracks: the built-in one from the config and
+// the one the test creates through the console.
+const CONFIG = `
+[[stations]]
+id = "${STATION}"
+name = "Console Test Station"
+renditions_kbps = [64]
+crossfade_ms = 1000
+track_seconds = 8
+upcoming_tracks = 2
+swap_ready_playlists = 2
+seed = 7
+playlist = ["lofi chill 80 bpm A minor", "deep house 122 bpm F minor"]
+`;
+const NEW_PLAYLIST = "console-evening";
+const NEW_PROMPTS = ["synthwave driving 100 bpm E minor", "ambient calm 70 bpm C major"];
+const LISTENING_TIMEOUT_MS = 60_000;
+const PLAY_TIMEOUT_MS = 120_000;
+const TEST_TIMEOUT_MS = 180_000;
+const UI_TIMEOUT_MS = 15_000;
+const SWAP_HEARD_WITHIN_MS = 2_000;
+
+let engine = null;
+let baseUrl = "";
+let workDir = null;
+let configPath = "";
+let browser = null;
+
+function mintToken(role) {
+  return execFileSync(engineBinary(), ["token", "--role", role, "--ttl", "1h", "--config", configPath], {
+    env: { ...process.env, SONICFORGE_JWT_SECRET: JWT_SECRET, SONICFORGE_DATA_DIR: join(workDir, "data") },
+    encoding: "utf8",
+  }).trim();
+}
+
+function killEngine() {
+  if (engine && engine.process.exitCode === null) engine.process.kill("SIGKILL");
+}
+
+before(async () => {
+  const bin = engineBinary();
+  requireChromium();
+  workDir = mkdtempSync(join(tmpdir(), "sonicforge-console-"));
+  configPath = join(workDir, "sonicforge.toml");
+  writeFileSync(configPath, CONFIG);
+  process.once("exit", killEngine);
+  engine = new Engine(bin, ["run", "--listen", "127.0.0.1:0", "--config", configPath], {
+    ...process.env,
+    SONICFORGE_DATA_DIR: join(workDir, "data"),
+    SONICFORGE_JWT_SECRET: JWT_SECRET,
+  });
+  baseUrl = await engine.listening(LISTENING_TIMEOUT_MS);
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 60_000 });
+});
+
+after(async () => {
+  try {
+    if (browser) await browser.close();
+  } finally {
+    if (engine) await engine.stop();
+    if (workDir) rmSync(workDir, { recursive: true, force: true });
+  }
+});
+
+/** A page that reports its uncaught exceptions and console errors into `problems`. */
+async function openPage(ctx, path) {
+  const page = await ctx.newPage();
+  const problems = [];
+  page.on("pageerror", (error) => problems.push(`uncaught: ${error.message}`));
+  page.on("console", (message) => {
+    if (message.type() === "error") problems.push(`console: ${message.text()}`);
+  });
+  await page.goto(`${baseUrl}${path}`, { waitUntil: "load" });
+  return { page, problems };
+}
+
+/** Only the failed requests the test provokes on purpose may log errors. */
+function unexpected(problems) {
+  return problems.filter((line) => !/status of 40[13]|status of 422/.test(line));
+}
+
+async function signIn(page, token) {
+  await page.fill("#token", token);
+  await page.click("#sign-in-button");
+}
+
+test("a wrong token shows the sign-in error and keeps the console closed", { timeout: TEST_TIMEOUT_MS }, async () => {
+  const context = await browser.newContext();
+  try {
+    const { page, problems } = await openPage(context, "/console");
+    await signIn(page, "not-a-token");
+    await page.locator("#sign-in-error").filter({ hasText: "not a token" }).waitFor({ timeout: UI_TIMEOUT_MS });
+
+    // Well formed, but signed with another secret.
+    const forged = mintToken("operator").split(".");
+    forged[2] = forged[2].split("").reverse().join("");
+    await signIn(page, forged.join("."));
+    await page.locator("#sign-in-error").filter({ hasText: "refused" }).waitFor({ timeout: UI_TIMEOUT_MS });
+    assert.ok(await page.locator("#workspace").isHidden(), "the console stays closed");
+    assert.equal(await page.evaluate(() => sessionStorage.length), 0, "nothing is kept");
+
+    // A listener may listen, not operate.
+    await signIn(page, mintToken("listener"));
+    await page.locator("#sign-in-error").filter({ hasText: "role is listener" }).waitFor({ timeout: UI_TIMEOUT_MS });
+    assert.ok(await page.locator("#workspace").isHidden());
+    assert.deepEqual(unexpected(problems), []);
+  } finally {
+    await context.close();
+  }
+});
+
+test("an operator creates a playlist in the console and swaps to it on air", { timeout: TEST_TIMEOUT_MS }, async () => {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  try {
+    const { page: console_, problems } = await openPage(context, "/console");
+    await signIn(console_, mintToken("operator"));
+    await console_.locator("#whoami").filter({ hasText: "operator" }).waitFor({ timeout: UI_TIMEOUT_MS });
+    const panel = console_.locator(`.station-panel[data-station="${STATION}"]`);
+    await panel.waitFor({ timeout: UI_TIMEOUT_MS });
+    assert.equal(await panel.locator('[data-field="playlist"]').innerText(), STATION, "the built-in playlist plays");
+
+    // A field error from the API shows next to its field.
+    await console_.click("#new-playlist");
+    await console_.fill("#playlist-name", NEW_PLAYLIST);
+    await console_.fill("#item-0-seconds", "0");
+    await console_.fill("#item-0-prompt", NEW_PROMPTS[0]);
+    await console_.click("#save-playlist");
+    await console_.locator("#item-0-error").filter({ hasText: "seconds" }).waitFor({ timeout: UI_TIMEOUT_MS });
+    assert.equal(await console_.getAttribute("#item-0-seconds", "aria-invalid"), "true");
+
+    await console_.fill("#item-0-seconds", "");
+    await console_.click("#add-item");
+    await console_.fill("#item-1-prompt", NEW_PROMPTS[1]);
+    await console_.selectOption("#playlist-rotation", "shuffle");
+    await console_.click("#save-playlist");
+    const row = console_.locator(`#playlist-rows tr[data-playlist="${NEW_PLAYLIST}"]`);
+    await row.waitFor({ timeout: UI_TIMEOUT_MS });
+    assert.match(await row.innerText(), /shuffle\s+2/);
+    const stored = await (await fetch(`${baseUrl}/api/playlists/${NEW_PLAYLIST}`)).json();
+    assert.deepEqual(
+      stored.items.map((item) => item.prompt),
+      NEW_PROMPTS,
+    );
+
+    // A listener plays the station in a second page.
+    const { page: player, problems: playerProblems } = await openPage(context, `/stations/${STATION}`);
+    await player.waitForFunction(() => Boolean(window.sonicforgePlayer));
+    await player.click("#play");
+    await player.waitForFunction(() => window.sonicforgePlayer.stats().playedMs >= 2_000, null, {
+      timeout: PLAY_TIMEOUT_MS,
+      polling: 250,
+    });
+    const before = await player.evaluate(() => window.sonicforgePlayer.stats().nowPlaying);
+    assert.equal(before.playlist, STATION);
+
+    // The console sees the listener through the event stream.
+    await panel.locator('[data-field="listeners"]').filter({ hasText: /^1 listener$/ }).waitFor({ timeout: UI_TIMEOUT_MS });
+
+    await panel.locator('[data-field="swap-playlist"]').selectOption(NEW_PLAYLIST);
+    const answered = console_.waitForResponse(
+      (response) => response.url().endsWith(`/api/stations/${STATION}/playlist`) && response.request().method() === "PUT",
+    );
+    const clicked = Date.now();
+    await panel.locator('[data-action="swap-now"]').click();
+    const swap = await (await answered).json();
+    assert.equal(swap.to, NEW_PLAYLIST);
+    await player.waitForFunction(
+      (name) => {
+        const now = window.sonicforgePlayer.stats().nowPlaying;
+        return Boolean(now && now.playlist === name && document.getElementById("np-title").textContent === now.title);
+      },
+      NEW_PLAYLIST,
+      { timeout: 10_000, polling: 50 },
+    );
+    const heardAfterMs = Date.now() - clicked;
+    console.log(`the player showed the new playlist's first track ${heardAfterMs} ms after the swap click`);
+    const title = await player.locator("#np-title").innerText();
+    const playerStats = await player.evaluate(() => window.sonicforgePlayer.stats());
+    assert.ok(
+      heardAfterMs <= SWAP_HEARD_WITHIN_MS,
+      `the player showed "${title}" of ${NEW_PLAYLIST} ${heardAfterMs} ms after the click ` +
+        `(first track ready: ${swap.first_track_ready}; ` +
+        `player latency ${Math.round(playerStats.latencyMs)} ms, buffer ${Math.round(playerStats.bufferMs)} ms)`,
+    );
+    assert.ok(NEW_PROMPTS.includes(await player.evaluate(() => window.sonicforgePlayer.stats().nowPlaying.prompt)));
+
+    // The console follows: playlist and now playing from the API and the event stream.
+    await panel.locator('[data-field="playlist"]').filter({ hasText: NEW_PLAYLIST }).waitFor({ timeout: UI_TIMEOUT_MS });
+    await panel.locator('[data-field="now-playing"]').filter({ hasText: title }).waitFor({ timeout: UI_TIMEOUT_MS });
+
+    if (process.env.SONICFORGE_CONSOLE_SCREENSHOT) {
+      await console_.screenshot({ path: join(process.env.SONICFORGE_CONSOLE_SCREENSHOT, "console-wide.png"), fullPage: true });
+      await console_.setViewportSize({ width: 375, height: 800 });
+      await console_.screenshot({ path: join(process.env.SONICFORGE_CONSOLE_SCREENSHOT, "console-375.png"), fullPage: true });
+    }
+    // Nothing is wider than a 375 px phone.
+    await console_.setViewportSize({ width: 375, height: 800 });
+    const overflow = await console_.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 0, `the console scrolls sideways by ${overflow} px at 375 px`);
+
+    // Signing out forgets the token.
+    await console_.click("#sign-out");
+    await console_.locator("#sign-in").waitFor({ timeout: UI_TIMEOUT_MS });
+    assert.equal(await console_.evaluate(() => sessionStorage.length), 0);
+
+    await player.click("#play");
+    assert.deepEqual(unexpected(problems), []);
+    assert.deepEqual(playerProblems, []);
+  } finally {
+    await context.close();
+  }
+});

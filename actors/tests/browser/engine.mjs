@@ -1,0 +1,91 @@
+// What the browser tests share: the engine process they start and the Chromium they drive.
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { createInterface } from "node:readline";
+
+export const CHROMIUM = "/usr/bin/chromium";
+export const CHROMIUM_ARGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  "--autoplay-policy=no-user-gesture-required",
+];
+const STDERR_LINES_KEPT = 40;
+
+/** The engine process, its base URL and the tail of its log. */
+export class Engine {
+  constructor(bin, args, env) {
+    this.stderr = [];
+    this.exited = null;
+    this.process = spawn(bin, args, { env, stdio: ["ignore", "pipe", "pipe"] });
+    this.process.on("exit", (code, signal) => {
+      this.exited = { code, signal };
+    });
+    createInterface({ input: this.process.stderr }).on("line", (line) => {
+      this.stderr.push(line);
+      if (this.stderr.length > STDERR_LINES_KEPT) this.stderr.shift();
+    });
+  }
+
+  log() {
+    return this.stderr.join("\n");
+  }
+
+  /** Resolves with the URL of the `listening on http://...` line the engine prints once bound. */
+  listening(timeoutMs) {
+    return new Promise((resolve, reject) => {
+      const lines = createInterface({ input: this.process.stdout });
+      const fail = (why) => {
+        clearTimeout(timer);
+        lines.close();
+        reject(new Error(`${why}\nlast lines of the engine's stderr:\n${this.log()}`));
+      };
+      const timer = setTimeout(() => fail(`the engine printed no "listening on" line within ${timeoutMs} ms`), timeoutMs);
+      lines.on("line", (line) => {
+        const match = /^listening on (http:\/\/\S+?)\/?$/.exec(line.trim());
+        if (!match) return;
+        clearTimeout(timer);
+        resolve(match[1]);
+      });
+      this.process.once("exit", (code, signal) => fail(`the engine exited early (code ${code}, signal ${signal})`));
+      this.process.once("error", (error) => fail(`the engine could not be started: ${error.message}`));
+    });
+  }
+
+  /** Stops the engine: SIGTERM, then SIGKILL if it lingers. */
+  async stop() {
+    if (this.exited || this.process.exitCode !== null) return;
+    const gone = new Promise((resolve) => this.process.once("exit", resolve));
+    this.process.kill("SIGTERM");
+    const timer = setTimeout(() => this.process.kill("SIGKILL"), 5_000);
+    await gone;
+    clearTimeout(timer);
+  }
+}
+
+/** The sonicforge binary named by SONICFORGE_BIN (`make test-browser` sets it). */
+export function engineBinary() {
+  const bin = process.env.SONICFORGE_BIN;
+  if (!bin) {
+    throw new Error(
+      "SONICFORGE_BIN is not set: point it at the sonicforge binary, e.g. " +
+        "SONICFORGE_BIN=$CARGO_TARGET_DIR/debug/sonicforge node --test (or run `make test-browser`)",
+    );
+  }
+  if (!existsSync(bin)) {
+    throw new Error(`SONICFORGE_BIN=${bin} does not exist: build it with \`cargo build -p sonicforge-actors\``);
+  }
+  return bin;
+}
+
+/** Fails with a clear message where Chromium is missing. */
+export function requireChromium() {
+  if (!existsSync(CHROMIUM)) {
+    throw new Error(`${CHROMIUM} is missing: run \`make test\`, which installs Debian's chromium`);
+  }
+}
