@@ -5,26 +5,13 @@
 // `--config`. SONICFORGE_SCREENSHOT, if set, is where a screenshot of the playing
 // station page is saved.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
 import { after, before, test } from "node:test";
 import { chromium } from "playwright-core";
+import { CHROMIUM, CHROMIUM_ARGS, Engine, engineBinary, requireChromium } from "./engine.mjs";
 
-const CHROMIUM = "/usr/bin/chromium";
-const CHROMIUM_ARGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-  "--autoplay-policy=no-user-gesture-required",
-];
 const STATION = "main";
 const LISTENING_TIMEOUT_MS = 60_000;
 // The first track is rendered before anything plays; this machine may be slow.
@@ -33,7 +20,6 @@ const TEST_TIMEOUT_MS = 180_000;
 const PLAYED_MS_REQUIRED = 5_000;
 const SOUND_TIMEOUT_MS = 15_000;
 const AUDIBLE_PEAK = 0.01;
-const STDERR_LINES_KEPT = 40;
 
 let engine = null;
 let baseUrl = "";
@@ -41,80 +27,13 @@ let dataDir = null;
 let browser = null;
 let context = null;
 
-/** The engine process, its base URL and the tail of its log. */
-class Engine {
-  constructor(bin, args, env) {
-    this.stderr = [];
-    this.exited = null;
-    this.process = spawn(bin, args, { env, stdio: ["ignore", "pipe", "pipe"] });
-    this.process.on("exit", (code, signal) => {
-      this.exited = { code, signal };
-    });
-    createInterface({ input: this.process.stderr }).on("line", (line) => {
-      this.stderr.push(line);
-      if (this.stderr.length > STDERR_LINES_KEPT) this.stderr.shift();
-    });
-  }
-
-  log() {
-    return this.stderr.join("\n");
-  }
-
-  /** Resolves with the URL of the `listening on http://...` line the engine prints once bound. */
-  listening(timeoutMs) {
-    return new Promise((resolve, reject) => {
-      const lines = createInterface({ input: this.process.stdout });
-      const fail = (why) => {
-        clearTimeout(timer);
-        lines.close();
-        reject(new Error(`${why}\nlast lines of the engine's stderr:\n${this.log()}`));
-      };
-      const timer = setTimeout(() => fail(`the engine printed no "listening on" line within ${timeoutMs} ms`), timeoutMs);
-      lines.on("line", (line) => {
-        const match = /^listening on (http:\/\/\S+?)\/?$/.exec(line.trim());
-        if (!match) return;
-        clearTimeout(timer);
-        resolve(match[1]);
-      });
-      this.process.once("exit", (code, signal) => fail(`the engine exited early (code ${code}, signal ${signal})`));
-      this.process.once("error", (error) => fail(`the engine could not be started: ${error.message}`));
-    });
-  }
-
-  /** Stops the engine: SIGTERM, then SIGKILL if it lingers. */
-  async stop() {
-    if (this.exited || this.process.exitCode !== null) return;
-    const gone = new Promise((resolve) => this.process.once("exit", resolve));
-    this.process.kill("SIGTERM");
-    const timer = setTimeout(() => this.process.kill("SIGKILL"), 5_000);
-    await gone;
-    clearTimeout(timer);
-  }
-}
-
-function engineBinary() {
-  const bin = process.env.SONICFORGE_BIN;
-  if (!bin) {
-    throw new Error(
-      "SONICFORGE_BIN is not set: point it at the sonicforge binary, e.g. " +
-        "SONICFORGE_BIN=$CARGO_TARGET_DIR/debug/sonicforge node --test (or run `make test-browser`)",
-    );
-  }
-  if (!existsSync(bin)) {
-    throw new Error(`SONICFORGE_BIN=${bin} does not exist: build it with \`cargo build -p sonicforge-actors\``);
-  }
-  return bin;
-}
-
 function killEverything() {
   if (engine && engine.process.exitCode === null) engine.process.kill("SIGKILL");
 }
 
 before(async () => {
   const bin = engineBinary();
-  if (!existsSync(CHROMIUM)) {
-    throw new Error(`${CHROMIUM} is missing: run \`make test\`, which installs Debian's chromium`);
-  }
+  requireChromium();
   const args = ["run", "--listen", "127.0.0.1:0"];
   if (process.env.SONICFORGE_CONFIG) args.push("--config", process.env.SONICFORGE_CONFIG);
   // The engine's own files (play events) go to a throwaway folder.
