@@ -61,7 +61,7 @@ test-chaos: ## Short seeded chaos run: about 20 kills in 60 s under 200 decoding
 		--baseline-secs 20 --quiet-secs 20 --report $(CARGO_TARGET_DIR)/chaos-short.json
 
 .PHONY: test-browser
-test-browser: ## Play a station in headless Chromium through the web player
+test-browser: ## Play a station in headless Chromium through the web player, and run it from the operator console
 	@scripts/install-deps.sh test
 	$(CARGO) build --locked -p sonicforge-actors --bin sonicforge
 	cd $(BROWSER_TESTS) && npm ci --no-audit --no-fund --loglevel=error
