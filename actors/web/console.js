@@ -20,6 +20,7 @@ const state = {
   editing: null,
   tokenInQuery: false,
   chartTimer: null,
+  expiryTimer: null,
 };
 
 // ---- The token ----------------------------------------------------------------
@@ -73,22 +74,21 @@ async function api(method, path, { json, body, contentType } = {}) {
 async function signIn(token) {
   const error = $("sign-in-error");
   error.textContent = "";
-  const claims = decodeClaims(token);
-  if (!claims) {
-    error.textContent = "That is not a token: a token has three parts separated by dots.";
-    return false;
-  }
   const response = await fetch("/api/session", {
-    headers: { accept: "application/json", authorization: `Bearer ${token}` },
+    headers: { accept: "application/json", authorization: `Bearer ${token || "-"}` },
     cache: "no-store",
   });
   const answer = await response.json().catch(() => null);
+  const claims = decodeClaims(token) || {};
   if (!response.ok) {
     sessionStorage.removeItem(TOKEN_KEY);
-    error.textContent = `The server refused this token: ${answer && answer.error ? answer.error : `HTTP ${response.status}`}.`;
+    error.textContent = decodeClaims(token)
+      ? `The server refused this token: ${answer && answer.error ? answer.error : `HTTP ${response.status}`}.`
+      : "That is not a token: a token has three parts separated by dots.";
     return false;
   }
   if (answer.role !== "operator" && answer.role !== "admin") {
+    sessionStorage.removeItem(TOKEN_KEY);
     error.textContent = `This token's role is ${answer.role}; the console needs operator or admin.`;
     return false;
   }
@@ -96,13 +96,20 @@ async function signIn(token) {
   state.role = answer.role;
   sessionStorage.setItem(TOKEN_KEY, token);
   const who = $("whoami");
-  const subject = claims.sub ? ` · ${claims.sub}` : "";
-  const expires = claims.exp ? ` · until ${new Date(claims.exp * 1000).toLocaleTimeString()}` : "";
-  who.textContent = `${answer.role}${subject}${expires}`;
+  const subject = answer.subject ? ` · ${answer.subject}` : "";
+  const expiresUnix = answer.expires_unix || claims.exp;
+  const expires = expiresUnix ? ` · until ${new Date(expiresUnix * 1000).toLocaleTimeString()}` : "";
+  who.textContent = answer.auth_enabled ? `${answer.role}${subject}${expires}` : "auth off";
   who.hidden = false;
   $("sign-out").hidden = false;
   $("sign-in").hidden = true;
   $("workspace").hidden = false;
+  clearTimeout(state.expiryTimer);
+  if (expiresUnix) {
+    // setTimeout takes at most about 24.8 days.
+    const left = Math.min(expiresUnix * 1000 - Date.now(), 2_147_000_000);
+    state.expiryTimer = setTimeout(() => signOut("Signed out: the token has expired."), Math.max(0, left));
+  }
   await start();
   return true;
 }
@@ -115,6 +122,8 @@ function signOut(message) {
   state.sources.clear();
   clearInterval(state.chartTimer);
   state.chartTimer = null;
+  clearTimeout(state.expiryTimer);
+  state.expiryTimer = null;
   $("workspace").hidden = true;
   $("whoami").hidden = true;
   $("sign-out").hidden = true;
