@@ -4,23 +4,17 @@
 //! first audio packet after the now_playing message that names a track of the new
 //! playlist. Gaps and discontinuities in the listener's packets are counted too.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use futures_util::StreamExt as _;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::chaos::engine_api::Engine;
 use crate::target::TargetUrl;
 use crate::wire::parse_packet_header;
 
-/// Timeout of every API request.
-const API_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest API response read.
-const MAX_RESPONSE: usize = 256 * 1024;
 /// The two playlists swapped between.
 const PLAYLISTS: [(&str, &str); 2] = [
     ("swap-test-a", "synthwave driving 100 bpm E minor"),
@@ -77,64 +71,22 @@ struct Report {
     discontinuities: u64,
 }
 
-struct Api {
-    addr: SocketAddr,
-    authority: String,
-    token: Option<String>,
-}
-
-impl Api {
-    /// Sends one request on a fresh connection; returns the status and the JSON body.
-    async fn request(&self, method: &str, path: &str, body: &str) -> anyhow::Result<(u16, Value)> {
-        let exchange = async {
-            let mut stream = TcpStream::connect(self.addr).await?;
-            let authorization = self
-                .token
-                .as_ref()
-                .map(|token| format!("Authorization: Bearer {token}\r\n"))
-                .unwrap_or_default();
-            let request = format!(
-                "{method} {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: sonicforge-loadtests\r\n{authorization}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                self.authority,
-                body.len()
-            );
-            stream.write_all(request.as_bytes()).await?;
-            let mut received = Vec::new();
-            let mut buf = [0u8; 4096];
-            loop {
-                let n = stream.read(&mut buf).await?;
-                if n == 0 {
-                    break;
-                }
-                if received.len() + n > MAX_RESPONSE {
-                    bail!("{method} {path}: response larger than {MAX_RESPONSE} bytes");
-                }
-                received.extend_from_slice(&buf[..n]);
-            }
-            let text = String::from_utf8_lossy(&received);
-            let status = text
-                .split_whitespace()
-                .nth(1)
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0);
-            let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-            // A chunked body: the JSON sits between the first size line and the end.
-            let json = body
-                .find('{')
-                .and_then(|start| body.rfind('}').map(|end| &body[start..=end]))
-                .and_then(|json| serde_json::from_str(json).ok())
-                .unwrap_or(Value::Null);
-            Ok((status, json))
-        };
-        tokio::time::timeout(API_TIMEOUT, exchange)
-            .await
-            .with_context(|| format!("{method} {path}: no answer within {API_TIMEOUT:?}"))?
-    }
+/// Sends one JSON request; returns the status and the JSON body (`Null` when the
+/// body is not JSON).
+async fn request(
+    engine: &Engine,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> anyhow::Result<(u16, Value)> {
+    let response = engine.send_json(method, path, body).await?;
+    let json = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
+    Ok((response.status, json))
 }
 
 pub async fn run(args: &SwapsArgs) -> anyhow::Result<()> {
     let target = TargetUrl::parse(&args.url)?;
-    let api = Api {
+    let api = Engine {
         addr: target.resolve().await?,
         authority: target.authority(),
         token: args.token.clone(),
@@ -144,9 +96,9 @@ pub async fn run(args: &SwapsArgs) -> anyhow::Result<()> {
             r#"{{"name": "{name}", "items": [{{"prompt": "{prompt}", "seconds": {}}}]}}"#,
             args.track_seconds
         );
-        let (status, answer) = api.request("POST", "/api/playlists", &body).await?;
+        let (status, answer) = request(&api, "POST", "/api/playlists", &body).await?;
         let status = if status == 409 {
-            api.request("PUT", &format!("/api/playlists/{name}"), &body)
+            request(&api, "PUT", &format!("/api/playlists/{name}"), &body)
                 .await?
                 .0
         } else {
@@ -184,16 +136,12 @@ pub async fn run(args: &SwapsArgs) -> anyhow::Result<()> {
         loop {
             if pending.is_none() && Instant::now() >= next_swap {
                 let body = format!(r#"{{"playlist": "{to}", "when": "now"}}"#);
-                let api = Api {
-                    addr: api.addr,
-                    authority: api.authority.clone(),
-                    token: api.token.clone(),
-                };
+                let api = api.clone();
                 let path = path.clone();
                 let requested = Instant::now();
                 pending = Some((
                     requested,
-                    tokio::spawn(async move { api.request("PUT", &path, &body).await }),
+                    tokio::spawn(async move { request(&api, "PUT", &path, &body).await }),
                 ));
             }
             if let Some((_, handle)) = &mut pending

@@ -1,6 +1,6 @@
-//! The engine's HTTP endpoints the chaos driver uses: the chaos hook (a JSON POST),
-//! `/metrics`, `/readyz` and the station API. GETs go through [`crate::http1::get`];
-//! the POST reuses its response parsing.
+//! The engine's HTTP endpoints the load tools use: the chaos hook and the playlist API
+//! (JSON requests), `/metrics`, `/readyz` and the station API. GETs go through
+//! [`crate::http1::get`]; JSON requests reuse its response parsing.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -15,26 +15,26 @@ use crate::http1::{self, BodyDecoder, BodyError, Framing, GetError, HeadError, R
 
 /// Timeout of every request to the engine.
 pub const API_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest response the POST reads.
+/// Largest response a JSON request reads.
 const MAX_RESPONSE: usize = 64 * 1024;
 
-/// Why a request to the engine failed.
+/// Why a request to the engine failed; `path` is the method and path of a JSON request.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("POST {path}: {source}")]
+    #[error("{path}: {source}")]
     Io {
         path: String,
         source: std::io::Error,
     },
-    #[error("POST {path}: no answer within {seconds} s")]
+    #[error("{path}: no answer within {seconds} s")]
     Timeout { path: String, seconds: u64 },
-    #[error("POST {path}: {source}")]
+    #[error("{path}: {source}")]
     Head { path: String, source: HeadError },
-    #[error("POST {path}: {source}")]
+    #[error("{path}: {source}")]
     Body { path: String, source: BodyError },
-    #[error("POST {path}: the connection closed before the response was complete")]
+    #[error("{path}: the connection closed before the response was complete")]
     Truncated { path: String },
-    #[error("POST {path}: response is larger than {MAX_RESPONSE} bytes")]
+    #[error("{path}: response is larger than {MAX_RESPONSE} bytes")]
     TooLarge { path: String },
     #[error(transparent)]
     Get(#[from] GetError),
@@ -61,7 +61,8 @@ pub struct Engine {
     pub addr: SocketAddr,
     /// `Host` header value.
     pub authority: String,
-    /// Bearer token sent with the chaos hook's POST (the hook needs role admin).
+    /// Bearer token sent with JSON requests (the chaos hook needs role admin, the
+    /// playlist API operator).
     pub token: Option<String>,
 }
 
@@ -120,7 +121,7 @@ impl Engine {
         mode: KillMode,
     ) -> Result<KillOutcome, ApiError> {
         let body = chaos_request(station, actor, mode);
-        let response = self.post_json("/api/admin/chaos", &body).await?;
+        let response = self.send_json("POST", "/api/admin/chaos", &body).await?;
         let answer = (response.status == 202)
             .then(|| serde_json::from_slice::<ChaosAnswer>(&response.body).ok())
             .flatten();
@@ -163,8 +164,16 @@ impl Engine {
             })
     }
 
-    /// POSTs a JSON body on a fresh connection and reads the whole (bounded) response.
-    async fn post_json(&self, path: &str, body: &str) -> Result<Response, ApiError> {
+    /// Sends a JSON body with `method` on a fresh connection and reads the whole
+    /// (bounded) response.
+    pub async fn send_json(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> Result<Response, ApiError> {
+        let request_line = format!("{method} {path}");
+        let path = request_line.as_str();
         let exchange = async {
             let io_error = |source| ApiError::Io {
                 path: path.to_owned(),
@@ -177,7 +186,7 @@ impl Engine {
                 .map(|token| format!("Authorization: Bearer {token}\r\n"))
                 .unwrap_or_default();
             let request = format!(
-                "POST {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: sonicforge-loadtests\r\n{authorization}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                "{path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: sonicforge-loadtests\r\n{authorization}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 self.authority,
                 body.len()
             );

@@ -8,7 +8,7 @@
 //! like with like: whole track buffers come and go as tracks are rendered and retired.
 
 mod attribution;
-mod engine_api;
+pub(crate) mod engine_api;
 mod listener;
 mod metrics;
 mod report;
