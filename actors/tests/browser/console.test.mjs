@@ -13,7 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { chromium } from "playwright-core";
-import { CHROMIUM, CHROMIUM_ARGS, Engine, engineBinary, requireChromium } from "./engine.mjs";
+import { CHROMIUM, CHROMIUM_ARGS, Engine, engineBinary, openPage, requireChromium } from "./engine.mjs";
 
 const STATION = "main";
 const JWT_SECRET = "sonicforge-console-browser-test-secret-0123456789";
@@ -81,18 +81,6 @@ after(async () => {
   }
 });
 
-/** A page that reports its uncaught exceptions and console errors into `problems`. */
-async function openPage(ctx, path) {
-  const page = await ctx.newPage();
-  const problems = [];
-  page.on("pageerror", (error) => problems.push(`uncaught: ${error.message}`));
-  page.on("console", (message) => {
-    if (message.type() === "error") problems.push(`console: ${message.text()}`);
-  });
-  await page.goto(`${baseUrl}${path}`, { waitUntil: "load" });
-  return { page, problems };
-}
-
 /** A second of a 440 Hz tone as a 16-bit 48 kHz mono WAV file. */
 function toneWav() {
   const rate = 48_000;
@@ -131,7 +119,7 @@ async function signIn(page, token) {
 test("a wrong token shows the sign-in error and keeps the console closed", { timeout: TEST_TIMEOUT_MS }, async () => {
   const context = await browser.newContext();
   try {
-    const { page, problems } = await openPage(context, "/console");
+    const { page, problems } = await openPage(context, baseUrl, "/console");
     await signIn(page, "not-a-token");
     await page.locator("#sign-in-error").filter({ hasText: "not a token" }).waitFor({ timeout: UI_TIMEOUT_MS });
 
@@ -156,7 +144,7 @@ test("a wrong token shows the sign-in error and keeps the console closed", { tim
 test("an operator creates a playlist in the console and swaps to it on air", { timeout: TEST_TIMEOUT_MS }, async () => {
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
   try {
-    const { page: console_, problems } = await openPage(context, "/console");
+    const { page: console_, problems } = await openPage(context, baseUrl, "/console");
     await signIn(console_, mintToken("operator"));
     await console_.locator("#whoami").filter({ hasText: "operator" }).waitFor({ timeout: UI_TIMEOUT_MS });
     const panel = console_.locator(`.station-panel[data-station="${STATION}"]`);
@@ -187,7 +175,7 @@ test("an operator creates a playlist in the console and swaps to it on air", { t
     );
 
     // A listener plays the station in a second page.
-    const { page: player, problems: playerProblems } = await openPage(context, `/stations/${STATION}`);
+    const { page: player, problems: playerProblems } = await openPage(context, baseUrl, `/stations/${STATION}`);
     await player.waitForFunction(() => Boolean(window.sonicforgePlayer));
     await player.click("#play");
     await player.waitForFunction(() => window.sonicforgePlayer.stats().playedMs >= 2_000, null, {

@@ -89,3 +89,16 @@ export function requireChromium() {
     throw new Error(`${CHROMIUM} is missing: run \`make test\`, which installs Debian's chromium`);
   }
 }
+
+/** Opens `path` of the engine at `baseUrl` in a new page of `ctx`; the page's uncaught
+ * exceptions and console errors are collected into `problems`. */
+export async function openPage(ctx, baseUrl, path) {
+  const page = await ctx.newPage();
+  const problems = [];
+  page.on("pageerror", (error) => problems.push(`uncaught: ${error.message}`));
+  page.on("console", (message) => {
+    if (message.type() === "error") problems.push(`console: ${message.text()}`);
+  });
+  await page.goto(`${baseUrl}${path}`, { waitUntil: "load" });
+  return { page, problems };
+}

@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { chromium } from "playwright-core";
-import { CHROMIUM, CHROMIUM_ARGS, Engine, engineBinary, requireChromium } from "./engine.mjs";
+import { CHROMIUM, CHROMIUM_ARGS, Engine, engineBinary, openPage, requireChromium } from "./engine.mjs";
 
 const STATION = "main";
 const LISTENING_TIMEOUT_MS = 60_000;
@@ -54,18 +54,6 @@ after(async () => {
   }
 });
 
-/** A page that reports its console errors and uncaught exceptions into `problems`. */
-async function openPage(ctx, path) {
-  const page = await ctx.newPage();
-  const problems = [];
-  page.on("pageerror", (error) => problems.push(`uncaught: ${error.message}`));
-  page.on("console", (message) => {
-    if (message.type() === "error") problems.push(`console: ${message.text()}`);
-  });
-  await page.goto(`${baseUrl}${path}`, { waitUntil: "load" });
-  return { page, problems };
-}
-
 /**
  * Waits until the player reports a peak above `level` (music has quiet moments, so
  * this allows a few seconds) and returns its stats.
@@ -102,7 +90,7 @@ async function playFor(page, playedMs) {
 }
 
 test("the station list links to the main station", { timeout: TEST_TIMEOUT_MS }, async () => {
-  const { page, problems } = await openPage(context, "/");
+  const { page, problems } = await openPage(context, baseUrl, "/");
   const card = page.locator(`a.station-card[data-station="${STATION}"]`);
   await card.waitFor({ timeout: 30_000 });
   assert.equal(await card.getAttribute("href"), `/stations/${STATION}`);
@@ -113,7 +101,7 @@ test("the station list links to the main station", { timeout: TEST_TIMEOUT_MS },
 });
 
 test("the page links its manifest and registers a service worker that caches only the shell", { timeout: TEST_TIMEOUT_MS }, async () => {
-  const { page, problems } = await openPage(context, "/");
+  const { page, problems } = await openPage(context, baseUrl, "/");
   const manifestHref = await page.locator('link[rel="manifest"]').getAttribute("href");
   assert.equal(manifestHref, "/manifest.webmanifest");
   const response = await fetch(`${baseUrl}${manifestHref}`);
@@ -148,7 +136,7 @@ test("the page links its manifest and registers a service worker that caches onl
 });
 
 test("the station page plays the WebSocket stream through WebCodecs", { timeout: TEST_TIMEOUT_MS }, async () => {
-  const { page, problems } = await openPage(context, `/stations/${STATION}`);
+  const { page, problems } = await openPage(context, baseUrl, `/stations/${STATION}`);
   assert.ok(
     await page.evaluate(() => Boolean(navigator.serviceWorker.controller)),
     "the station page loads under the service worker",
@@ -192,7 +180,7 @@ test("the player falls back to the Ogg stream where WebCodecs is missing", { tim
     await bare.addInitScript(() => {
       delete window.AudioDecoder;
     });
-    const { page, problems } = await openPage(bare, `/stations/${STATION}`);
+    const { page, problems } = await openPage(bare, baseUrl, `/stations/${STATION}`);
     await playFor(page, 2_000);
     const stats = await waitForSound(page, AUDIBLE_PEAK);
     assert.equal(stats.mode, "fallback");
