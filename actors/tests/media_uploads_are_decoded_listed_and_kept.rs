@@ -193,6 +193,41 @@ fn media_uploads_are_decoded_listed_and_kept() {
     assert_eq!(status, 404, "{body}");
     assert!(body.contains("\"error\""), "{body}");
 
+    // Two uploads whose bodies are still arriving hold both upload places: a third is
+    // refused with 503 and Retry-After until one of them goes.
+    let stalled: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| {
+            use std::io::Write;
+            let mut stream = std::net::TcpStream::connect(&engine.addr).unwrap();
+            let head = format!(
+                "POST /api/media?name=slow.flac HTTP/1.1\r\nHost: {}\r\nAuthorization: {}\r\nContent-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\nfLaC",
+                engine.addr,
+                bearer(Role::Operator)
+            );
+            stream.write_all(head.as_bytes()).unwrap();
+            stream
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let busy = loop {
+        let answer = upload(&engine, "noise.wav", b"RIFF....WAVEjunk");
+        if answer.status == 503 || std::time::Instant::now() > deadline {
+            break answer;
+        }
+    };
+    assert_eq!(busy.status, 503, "{}", busy.body);
+    assert_eq!(busy.header("retry-after"), Some("5"), "{:?}", busy.headers);
+    assert!(busy.body.contains("uploads_at_once"), "{}", busy.body);
+    drop(stalled);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let after = loop {
+        let answer = upload(&engine, "noise.wav", b"RIFF....WAVEjunk");
+        if answer.status != 503 || std::time::Instant::now() > deadline {
+            break answer;
+        }
+    };
+    assert_eq!(after.status, 422, "{}", after.body);
+
     // Still on air, and the catalog survives a restart.
     assert_eq!(engine.get("/healthz").0, 200);
     engine.terminate();

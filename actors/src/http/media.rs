@@ -8,7 +8,8 @@
 //!   file is decoded on the blocking pool before it is accepted: 201 with the entry
 //!   (200 when the same content was uploaded before), 400 for a bad name
 //!   (`detail.field` = "name"), 413 over `[media] max_upload_mb` (`detail.limit_bytes`),
-//!   415 for a format that is not read, 422 for a file that does not decode.
+//!   415 for a format that is not read, 422 for a file that does not decode, 503 (with
+//!   `Retry-After`) while [`UPLOADS_AT_ONCE`] other uploads are being read and decoded.
 //! - `DELETE /api/media/{id}`: 204; 404 for an unknown id; 409 for a file of the
 //!   watched folder (remove it there).
 
@@ -24,6 +25,16 @@ use sonicforge_engine::media::MediaError;
 
 use super::AppState;
 use crate::media_library::{LibraryError, MediaLibrary};
+
+/// Uploads read and decoded at once at most: each holds its file and, while it is
+/// checked, its decoded audio (about 690 MB for a 30-minute file) in memory.
+pub const UPLOADS_AT_ONCE: usize = 2;
+/// Seconds a refused upload is told to wait before it tries again.
+const UPLOAD_RETRY_AFTER_SECONDS: u32 = 5;
+
+/// The permits of the uploads in progress, shared by every HTTP worker.
+static UPLOADS_IN_PROGRESS: tokio::sync::Semaphore =
+    tokio::sync::Semaphore::const_new(UPLOADS_AT_ONCE);
 
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/media", web::get().to(list))
@@ -43,6 +54,8 @@ pub enum MediaApiError {
     Body(String),
     #[error("the upload was interrupted")]
     Interrupted,
+    #[error("{UPLOADS_AT_ONCE} other uploads are being decoded; try again in a few seconds")]
+    Busy,
     #[error(transparent)]
     Library(#[from] LibraryError),
 }
@@ -50,7 +63,7 @@ pub enum MediaApiError {
 impl ResponseError for MediaApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            Self::NoLibrary => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NoLibrary | Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
             Self::MissingName | Self::Body(_) => StatusCode::BAD_REQUEST,
             Self::Interrupted => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Library(error) => match error {
@@ -85,10 +98,14 @@ impl ResponseError for MediaApiError {
                 json!({ "field": "body", "file": error.path().display().to_string() })
             }
             Self::Library(LibraryError::NotFound(id)) => json!({ "id": id }),
+            Self::Busy => json!({ "uploads_at_once": UPLOADS_AT_ONCE }),
             _ => serde_json::Value::Null,
         };
-        HttpResponse::build(self.status_code())
-            .json(json!({ "error": self.to_string(), "detail": detail }))
+        let mut response = HttpResponse::build(self.status_code());
+        if matches!(self, Self::Busy) {
+            response.insert_header((header::RETRY_AFTER, UPLOAD_RETRY_AFTER_SECONDS));
+        }
+        response.json(json!({ "error": self.to_string(), "detail": detail }))
     }
 }
 
@@ -142,6 +159,10 @@ async fn upload(
     if declared.is_some_and(|length| length > limit) {
         return Err(too_large().into());
     }
+    // Held until the upload is decoded and stored (or refused).
+    let _permit = UPLOADS_IN_PROGRESS
+        .try_acquire()
+        .map_err(|_| MediaApiError::Busy)?;
     let mut bytes = Vec::with_capacity(declared.unwrap_or(0).min(limit) as usize);
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|error| MediaApiError::Body(error.to_string()))?;
