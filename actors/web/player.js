@@ -9,7 +9,7 @@
 // Wire format of a binary message: byte 0 version (1), byte 1 flags (bit 0:
 // discontinuity), bytes 2-3 zero, bytes 4-11 the packet's first sample as a
 // big-endian u64 count of 48 kHz samples, then the raw Opus packet.
-import { clockLabel, fetchStation, registerServiceWorker } from "/assets/shell.js";
+import { clockLabel, fetchStation, registerServiceWorker, withListenerToken } from "/assets/shell.js";
 
 const SAMPLE_RATE = 48_000;
 const CHANNELS = 2;
@@ -326,7 +326,7 @@ export class Player extends EventTarget {
   socketUrl() {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     const query = this.bitrate ? `?bitrate=${encodeURIComponent(this.bitrate)}` : "";
-    return `${scheme}//${location.host}/stations/${encodeURIComponent(this.stationId)}/ws${query}`;
+    return withListenerToken(`${scheme}//${location.host}/stations/${encodeURIComponent(this.stationId)}/ws${query}`);
   }
 
   connect() {
@@ -603,7 +603,7 @@ export class Player extends EventTarget {
 
   streamUrl() {
     const query = this.bitrate ? `?bitrate=${encodeURIComponent(this.bitrate)}` : "";
-    return `/stations/${encodeURIComponent(this.stationId)}/stream.opus${query}`;
+    return withListenerToken(`/stations/${encodeURIComponent(this.stationId)}/stream.opus${query}`);
   }
 
   startFallback() {

@@ -19,8 +19,23 @@ export class ApiError extends Error {
   }
 }
 
+/**
+ * The listener token of an engine that requires one (`[auth] require_listener_token`),
+ * given to the page as `?token=`; null when the page has none.
+ */
+export const listenerToken = new URLSearchParams(location.search).get("token");
+
+/** `url` with the page's listener token added as `token=` (streams cannot send headers). */
+export function withListenerToken(url) {
+  if (!listenerToken) return url;
+  const separator = url.includes("?") ? "&" : "?";
+  return `${url}${separator}token=${encodeURIComponent(listenerToken)}`;
+}
+
 async function getJson(path, signal) {
-  const response = await fetch(path, { headers: { accept: "application/json" }, cache: "no-store", signal });
+  const headers = { accept: "application/json" };
+  if (listenerToken) headers.authorization = `Bearer ${listenerToken}`;
+  const response = await fetch(path, { headers, cache: "no-store", signal });
   let body = null;
   try {
     body = await response.json();

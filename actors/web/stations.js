@@ -1,5 +1,5 @@
 // The station list at `/`.
-import { fetchStations, listenerLabel, registerServiceWorker } from "/assets/shell.js";
+import { fetchStations, listenerLabel, registerServiceWorker, withListenerToken } from "/assets/shell.js";
 
 const REFRESH_MS = 10_000;
 
@@ -12,7 +12,7 @@ function fill(card, station) {
     card.querySelector(`[data-field="${field}"]`).textContent = text;
   };
   const link = card.querySelector("a");
-  link.href = `/stations/${encodeURIComponent(station.id)}`;
+  link.href = withListenerToken(`/stations/${encodeURIComponent(station.id)}`);
   link.dataset.station = station.id;
   set("name", station.name || station.id);
   set("description", station.description || "");
