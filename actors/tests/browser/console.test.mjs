@@ -7,13 +7,9 @@
 // the folder where screenshots of the console (wide and 375 px) are saved.
 // The test also uploads a generated WAV file and a bad one, and deletes the upload.
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
-import { chromium } from "playwright-core";
-import { CHROMIUM, CHROMIUM_ARGS, Engine, engineBinary, openPage, requireChromium } from "./engine.mjs";
+import { openPage, startSession } from "./engine.mjs";
 
 const STATION = "main";
 const JWT_SECRET = "sonicforge-console-browser-test-secret-0123456789";
@@ -33,52 +29,23 @@ playlist = ["lofi chill 80 bpm A minor", "deep house 122 bpm F minor"]
 `;
 const NEW_PLAYLIST = "console-evening";
 const NEW_PROMPTS = ["synthwave driving 100 bpm E minor", "ambient calm 70 bpm C major"];
-const LISTENING_TIMEOUT_MS = 60_000;
 const PLAY_TIMEOUT_MS = 120_000;
 const TEST_TIMEOUT_MS = 180_000;
 const UI_TIMEOUT_MS = 15_000;
 const SWAP_HEARD_WITHIN_MS = 2_000;
 
-let engine = null;
-let baseUrl = "";
-let workDir = null;
-let configPath = "";
-let browser = null;
-
-function mintToken(role) {
-  return execFileSync(engineBinary(), ["token", "--role", role, "--ttl", "1h", "--config", configPath], {
-    env: { ...process.env, SONICFORGE_JWT_SECRET: JWT_SECRET, SONICFORGE_DATA_DIR: join(workDir, "data") },
-    encoding: "utf8",
-  }).trim();
-}
-
-function killEngine() {
-  if (engine && engine.process.exitCode === null) engine.process.kill("SIGKILL");
-}
+let session = null;
 
 before(async () => {
-  const bin = engineBinary();
-  requireChromium();
-  workDir = mkdtempSync(join(tmpdir(), "sonicforge-console-"));
-  configPath = join(workDir, "sonicforge.toml");
-  writeFileSync(configPath, CONFIG);
-  process.once("exit", killEngine);
-  engine = new Engine(bin, ["run", "--listen", "127.0.0.1:0", "--config", configPath], {
-    ...process.env,
-    SONICFORGE_DATA_DIR: join(workDir, "data"),
-    SONICFORGE_JWT_SECRET: JWT_SECRET,
+  session = await startSession({
+    folderPrefix: "sonicforge-console-",
+    config: CONFIG,
+    env: { SONICFORGE_JWT_SECRET: JWT_SECRET },
   });
-  baseUrl = await engine.listening(LISTENING_TIMEOUT_MS);
-  browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 60_000 });
 });
 
 after(async () => {
-  try {
-    if (browser) await browser.close();
-  } finally {
-    if (engine) await engine.stop();
-    if (workDir) rmSync(workDir, { recursive: true, force: true });
-  }
+  if (session) await session.close();
 });
 
 /** A second of a 440 Hz tone as a 16-bit 48 kHz mono WAV file. */
@@ -117,14 +84,14 @@ async function signIn(page, token) {
 }
 
 test("a wrong token shows the sign-in error and keeps the console closed", { timeout: TEST_TIMEOUT_MS }, async () => {
-  const context = await browser.newContext();
+  const context = await session.browser.newContext();
   try {
-    const { page, problems } = await openPage(context, baseUrl, "/console");
+    const { page, problems } = await openPage(context, session.baseUrl, "/console");
     await signIn(page, "not-a-token");
     await page.locator("#sign-in-error").filter({ hasText: "not a token" }).waitFor({ timeout: UI_TIMEOUT_MS });
 
     // Well formed, but signed with another secret.
-    const forged = mintToken("operator").split(".");
+    const forged = session.token("operator").split(".");
     forged[2] = forged[2].split("").reverse().join("");
     await signIn(page, forged.join("."));
     await page.locator("#sign-in-error").filter({ hasText: "refused" }).waitFor({ timeout: UI_TIMEOUT_MS });
@@ -132,7 +99,7 @@ test("a wrong token shows the sign-in error and keeps the console closed", { tim
     assert.equal(await page.evaluate(() => sessionStorage.length), 0, "nothing is kept");
 
     // A listener may listen, not operate.
-    await signIn(page, mintToken("listener"));
+    await signIn(page, session.token("listener"));
     await page.locator("#sign-in-error").filter({ hasText: "role is listener" }).waitFor({ timeout: UI_TIMEOUT_MS });
     assert.ok(await page.locator("#workspace").isHidden());
     assert.deepEqual(unexpected(problems), []);
@@ -142,10 +109,10 @@ test("a wrong token shows the sign-in error and keeps the console closed", { tim
 });
 
 test("an operator creates a playlist in the console and swaps to it on air", { timeout: TEST_TIMEOUT_MS }, async () => {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const context = await session.browser.newContext({ viewport: { width: 1280, height: 900 } });
   try {
-    const { page: console_, problems } = await openPage(context, baseUrl, "/console");
-    await signIn(console_, mintToken("operator"));
+    const { page: console_, problems } = await openPage(context, session.baseUrl, "/console");
+    await signIn(console_, session.token("operator"));
     await console_.locator("#whoami").filter({ hasText: "operator" }).waitFor({ timeout: UI_TIMEOUT_MS });
     const panel = console_.locator(`.station-panel[data-station="${STATION}"]`);
     await panel.waitFor({ timeout: UI_TIMEOUT_MS });
@@ -168,14 +135,14 @@ test("an operator creates a playlist in the console and swaps to it on air", { t
     const row = console_.locator(`#playlist-rows tr[data-playlist="${NEW_PLAYLIST}"]`);
     await row.waitFor({ timeout: UI_TIMEOUT_MS });
     assert.match(await row.innerText(), /shuffle\s+2/);
-    const stored = await (await fetch(`${baseUrl}/api/playlists/${NEW_PLAYLIST}`)).json();
+    const stored = await (await fetch(`${session.baseUrl}/api/playlists/${NEW_PLAYLIST}`)).json();
     assert.deepEqual(
       stored.items.map((item) => item.prompt),
       NEW_PROMPTS,
     );
 
     // A listener plays the station in a second page.
-    const { page: player, problems: playerProblems } = await openPage(context, baseUrl, `/stations/${STATION}`);
+    const { page: player, problems: playerProblems } = await openPage(context, session.baseUrl, `/stations/${STATION}`);
     await player.waitForFunction(() => Boolean(window.sonicforgePlayer));
     await player.click("#play");
     await player.waitForFunction(() => window.sonicforgePlayer.stats().playedMs >= 2_000, null, {
@@ -262,7 +229,7 @@ test("an operator creates a playlist in the console and swaps to it on air", { t
     await console_.locator("#upload-error").filter({ hasText: "Upload failed" }).waitFor({ timeout: UI_TIMEOUT_MS });
     await media.locator("button", { hasText: "Delete" }).click();
     await media.waitFor({ state: "detached", timeout: UI_TIMEOUT_MS });
-    assert.equal((await (await fetch(`${baseUrl}/api/media`)).json()).media.length, 0);
+    assert.equal((await (await fetch(`${session.baseUrl}/api/media`)).json()).media.length, 0);
 
     // Signing out forgets the token.
     await console_.click("#sign-out");

@@ -1,7 +1,10 @@
 // What the browser tests share: the engine process they start and the Chromium they drive.
-import { spawn } from "node:child_process";
-import { existsSync } from "node:fs";
+import { execFileSync, spawn } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { createInterface } from "node:readline";
+import { chromium } from "playwright-core";
 
 export const CHROMIUM = "/usr/bin/chromium";
 export const CHROMIUM_ARGS = [
@@ -101,4 +104,62 @@ export async function openPage(ctx, baseUrl, path) {
   });
   await page.goto(`${baseUrl}${path}`, { waitUntil: "load" });
   return { page, problems };
+}
+
+const LISTENING_TIMEOUT_MS = 60_000;
+
+/**
+ * What a browser test file runs against: an engine on a free loopback port, its files
+ * in a throwaway folder, and a headless Chromium. `config` is the TOML text of the
+ * engine's config (null: `configFile` when given, else the embedded defaults); `env`
+ * is added to the engine's environment (and to `sonicforge token`'s).
+ */
+export async function startSession({ folderPrefix, config = null, configFile = null, env = {} }) {
+  const bin = engineBinary();
+  requireChromium();
+  const workDir = mkdtempSync(join(tmpdir(), folderPrefix));
+  const session = {
+    bin,
+    workDir,
+    configPath: configFile,
+    env: { ...process.env, SONICFORGE_DATA_DIR: join(workDir, "data"), ...env },
+    engine: null,
+    baseUrl: "",
+    browser: null,
+    /** A token of `role` from `sonicforge token` (needs a config). */
+    token(role) {
+      return execFileSync(bin, ["token", "--role", role, "--ttl", "1h", "--config", this.configPath], {
+        env: this.env,
+        encoding: "utf8",
+      }).trim();
+    },
+    /** Closes Chromium, stops the engine and removes the folder. */
+    async close() {
+      try {
+        if (this.browser) await this.browser.close();
+      } finally {
+        if (this.engine) await this.engine.stop();
+        rmSync(workDir, { recursive: true, force: true });
+      }
+    },
+  };
+  try {
+    if (config !== null) {
+      session.configPath = join(workDir, "sonicforge.toml");
+      writeFileSync(session.configPath, config);
+    }
+    const args = ["run", "--listen", "127.0.0.1:0"];
+    if (session.configPath) args.push("--config", session.configPath);
+    const engine = new Engine(bin, args, session.env);
+    session.engine = engine;
+    process.once("exit", () => {
+      if (engine.process.exitCode === null) engine.process.kill("SIGKILL");
+    });
+    session.baseUrl = await engine.listening(LISTENING_TIMEOUT_MS);
+    session.browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 60_000 });
+    return session;
+  } catch (error) {
+    await session.close();
+    throw error;
+  }
 }

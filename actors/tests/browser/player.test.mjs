@@ -5,15 +5,10 @@
 // `--config`. SONICFORGE_SCREENSHOT, if set, is where a screenshot of the playing
 // station page is saved.
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { after, before, test } from "node:test";
-import { chromium } from "playwright-core";
-import { CHROMIUM, CHROMIUM_ARGS, Engine, engineBinary, openPage, requireChromium } from "./engine.mjs";
+import { openPage, startSession } from "./engine.mjs";
 
 const STATION = "main";
-const LISTENING_TIMEOUT_MS = 60_000;
 // The first track is rendered before anything plays; this machine may be slow.
 const PLAY_TIMEOUT_MS = 120_000;
 const TEST_TIMEOUT_MS = 180_000;
@@ -21,37 +16,19 @@ const PLAYED_MS_REQUIRED = 5_000;
 const SOUND_TIMEOUT_MS = 15_000;
 const AUDIBLE_PEAK = 0.01;
 
-let engine = null;
-let baseUrl = "";
-let dataDir = null;
-let browser = null;
+let session = null;
 let context = null;
 
-function killEverything() {
-  if (engine && engine.process.exitCode === null) engine.process.kill("SIGKILL");
-}
-
 before(async () => {
-  const bin = engineBinary();
-  requireChromium();
-  const args = ["run", "--listen", "127.0.0.1:0"];
-  if (process.env.SONICFORGE_CONFIG) args.push("--config", process.env.SONICFORGE_CONFIG);
-  // The engine's own files (play events) go to a throwaway folder.
-  dataDir = mkdtempSync(join(tmpdir(), "sonicforge-browser-"));
-  process.once("exit", killEverything);
-  engine = new Engine(bin, args, { ...process.env, SONICFORGE_DATA_DIR: dataDir });
-  baseUrl = await engine.listening(LISTENING_TIMEOUT_MS);
-  browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 60_000 });
-  context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+  session = await startSession({
+    folderPrefix: "sonicforge-browser-",
+    configFile: process.env.SONICFORGE_CONFIG || null,
+  });
+  context = await session.browser.newContext({ viewport: { width: 1280, height: 860 } });
 });
 
 after(async () => {
-  try {
-    if (browser) await browser.close();
-  } finally {
-    if (engine) await engine.stop();
-    if (dataDir) rmSync(dataDir, { recursive: true, force: true });
-  }
+  if (session) await session.close();
 });
 
 /**
@@ -83,35 +60,35 @@ async function playFor(page, playedMs) {
     const stats = await page.evaluate(() => window.sonicforgePlayer.stats()).catch(() => null);
     throw new Error(
       `the player did not play ${playedMs} ms of audio: ${error.message}\n` +
-        `player stats: ${JSON.stringify(stats)}\nlast lines of the engine's stderr:\n${engine.log()}`,
+        `player stats: ${JSON.stringify(stats)}\nlast lines of the engine's stderr:\n${session.engine.log()}`,
     );
   }
   return page.evaluate(() => window.sonicforgePlayer.stats());
 }
 
 test("the station list links to the main station", { timeout: TEST_TIMEOUT_MS }, async () => {
-  const { page, problems } = await openPage(context, baseUrl, "/");
+  const { page, problems } = await openPage(context, session.baseUrl, "/");
   const card = page.locator(`a.station-card[data-station="${STATION}"]`);
   await card.waitFor({ timeout: 30_000 });
   assert.equal(await card.getAttribute("href"), `/stations/${STATION}`);
-  const api = await (await fetch(`${baseUrl}/api/stations/${STATION}`)).json();
+  const api = await (await fetch(`${session.baseUrl}/api/stations/${STATION}`)).json();
   assert.ok((await card.innerText()).includes(api.name), `the card names the station "${api.name}"`);
   assert.deepEqual(problems, []);
   await page.close();
 });
 
 test("the page links its manifest and registers a service worker that caches only the shell", { timeout: TEST_TIMEOUT_MS }, async () => {
-  const { page, problems } = await openPage(context, baseUrl, "/");
+  const { page, problems } = await openPage(context, session.baseUrl, "/");
   const manifestHref = await page.locator('link[rel="manifest"]').getAttribute("href");
   assert.equal(manifestHref, "/manifest.webmanifest");
-  const response = await fetch(`${baseUrl}${manifestHref}`);
+  const response = await fetch(`${session.baseUrl}${manifestHref}`);
   assert.equal(response.status, 200);
   const manifest = await response.json();
   assert.equal(manifest.start_url, "/");
   assert.equal(manifest.display, "standalone");
   assert.ok(manifest.name, "the manifest has a name");
   for (const icon of manifest.icons) {
-    const fetched = await fetch(new URL(icon.src, baseUrl));
+    const fetched = await fetch(new URL(icon.src, session.baseUrl));
     assert.equal(fetched.status, 200, `icon ${icon.src} is served`);
     assert.equal(fetched.headers.get("content-type"), icon.type, `icon ${icon.src} has its declared type`);
   }
@@ -121,7 +98,7 @@ test("the page links its manifest and registers a service worker that caches onl
     const registration = await navigator.serviceWorker.ready;
     return registration.active ? registration.active.scriptURL : null;
   });
-  assert.equal(worker, `${baseUrl}/sw.js`);
+  assert.equal(worker, `${session.baseUrl}/sw.js`);
   const cached = await page.evaluate(async () => {
     const urls = [];
     for (const name of await caches.keys()) {
@@ -136,7 +113,7 @@ test("the page links its manifest and registers a service worker that caches onl
 });
 
 test("the station page plays the WebSocket stream through WebCodecs", { timeout: TEST_TIMEOUT_MS }, async () => {
-  const { page, problems } = await openPage(context, baseUrl, `/stations/${STATION}`);
+  const { page, problems } = await openPage(context, session.baseUrl, `/stations/${STATION}`);
   assert.ok(
     await page.evaluate(() => Boolean(navigator.serviceWorker.controller)),
     "the station page loads under the service worker",
@@ -175,12 +152,12 @@ test("the station page plays the WebSocket stream through WebCodecs", { timeout:
 });
 
 test("the player falls back to the Ogg stream where WebCodecs is missing", { timeout: TEST_TIMEOUT_MS }, async () => {
-  const bare = await browser.newContext();
+  const bare = await session.browser.newContext();
   try {
     await bare.addInitScript(() => {
       delete window.AudioDecoder;
     });
-    const { page, problems } = await openPage(bare, baseUrl, `/stations/${STATION}`);
+    const { page, problems } = await openPage(bare, session.baseUrl, `/stations/${STATION}`);
     await playFor(page, 2_000);
     const stats = await waitForSound(page, AUDIBLE_PEAK);
     assert.equal(stats.mode, "fallback");
