@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use event_faults::{
     CYCLES_PER_SECOND, EventFiles, ListenerChurn, MIN_EVENTS_PER_SECOND, OUTAGE, StoredEvents,
-    assert_every_emitted_event_stored_once, station_metric, unix_ms_now, wait_for,
-    wait_until_everything_emitted_is_stored_or_spooled,
+    assert_every_emitted_event_stored_once, restart_and_replay_spool, station_metric, unix_ms_now,
+    wait_for, wait_until_everything_emitted_is_stored_or_spooled,
 };
 use scylla::value::CqlTimeuuid;
 use sonicforge_engine::events::{
@@ -264,26 +264,6 @@ fn every_event_emitted_through_a_cluster_outage_and_an_engine_kill_is_stored_onc
     drop(engine);
     node.restart();
 
-    let mut engine = common::Engine::start(&config);
-    wait_for(
-        "the spool replayed",
-        Duration::from_secs(120),
-        &engine,
-        || {
-            station_metric(&engine, "sonicforge_event_spool_events") == 0.0
-                && station_metric(&engine, "sonicforge_event_spool_replayed_total") >= spooled
-        },
-    );
-    assert_eq!(
-        station_metric(&engine, "sonicforge_events_dropped_total"),
-        0.0
-    );
-    let status = engine.terminate();
-    assert!(status.success(), "{status}; log:\n{}", engine.log_text());
-    let log = engine.log_text();
-    assert!(
-        log.contains("play events left in the spool by a previous run"),
-        "{log}"
-    );
+    let log = restart_and_replay_spool(&config, spooled, Duration::from_secs(120));
     assert_every_emitted_event_stored_once(&files, &node.stored_events(&keyspace), &log);
 }

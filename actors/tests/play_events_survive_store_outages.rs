@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use event_faults::{
     CYCLES_PER_SECOND, EventFiles, ListenerChurn, MIN_EVENTS_PER_SECOND, OUTAGE, StoredEvents,
-    assert_every_emitted_event_stored_once, station_metric, unix_ms_now, wait_for,
-    wait_until_everything_emitted_is_stored_or_spooled,
+    assert_every_emitted_event_stored_once, restart_and_replay_spool, station_metric, unix_ms_now,
+    wait_for, wait_until_everything_emitted_is_stored_or_spooled,
 };
 use sonicforge_engine::events::{EventKind, PlayEvent, Spool, SpoolOptions};
 
@@ -161,27 +161,7 @@ fn an_engine_killed_with_events_in_its_spool_replays_them_at_restart() {
     drop(engine);
     drop(lock);
 
-    let mut engine = common::Engine::start(&config);
-    wait_for(
-        "the spool replayed",
-        Duration::from_secs(60),
-        &engine,
-        || {
-            station_metric(&engine, "sonicforge_event_spool_events") == 0.0
-                && station_metric(&engine, "sonicforge_event_spool_replayed_total") >= spooled
-        },
-    );
-    assert_eq!(
-        station_metric(&engine, "sonicforge_events_dropped_total"),
-        0.0
-    );
-    let status = engine.terminate();
-    assert!(status.success(), "{status}; log:\n{}", engine.log_text());
-    let log = engine.log_text();
-    assert!(
-        log.contains("play events left in the spool by a previous run"),
-        "{log}"
-    );
+    let log = restart_and_replay_spool(&config, spooled, Duration::from_secs(60));
     assert_every_emitted_event_stored_once(&files, &stored_events(&files.database()), &log);
 }
 

@@ -242,6 +242,29 @@ pub fn wait_for(
     }
 }
 
+/// Starts the engine again after it was killed with `spooled` events in its spool,
+/// waits up to `within` for the spool to be replayed, checks that nothing was dropped
+/// and that the replay was logged, stops the engine cleanly and gives its log.
+pub fn restart_and_replay_spool(config: &str, spooled: f64, within: Duration) -> String {
+    let mut engine = common::Engine::start(config);
+    wait_for("the spool replayed", within, &engine, || {
+        station_metric(&engine, "sonicforge_event_spool_events") == 0.0
+            && station_metric(&engine, "sonicforge_event_spool_replayed_total") >= spooled
+    });
+    assert_eq!(
+        station_metric(&engine, "sonicforge_events_dropped_total"),
+        0.0
+    );
+    let status = engine.terminate();
+    assert!(status.success(), "{status}; log:\n{}", engine.log_text());
+    let log = engine.log_text();
+    assert!(
+        log.contains("play events left in the spool by a previous run"),
+        "{log}"
+    );
+    log
+}
+
 /// The value of one of station `main`'s metrics.
 pub fn station_metric(engine: &common::Engine, name: &str) -> f64 {
     engine.metric(&format!("{name}{{station=\"main\"}}"))

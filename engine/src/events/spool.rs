@@ -1370,6 +1370,12 @@ mod tests {
             .collect()
     }
 
+    /// Appends `appended` to a spool in `dir`, closes it, and gives its one segment file.
+    fn spooled(dir: &Path, appended: &[PlayEvent]) -> PathBuf {
+        open(dir).append(appended).unwrap();
+        segment_files(dir).remove(0)
+    }
+
     fn segment_files(dir: &Path) -> Vec<PathBuf> {
         let mut files: Vec<PathBuf> = fs::read_dir(dir)
             .unwrap()
@@ -1595,11 +1601,7 @@ mod tests {
     fn a_torn_last_record_is_cut_at_every_byte_offset() {
         let dir = tempfile::tempdir().unwrap();
         let appended = one_of_each_kind("main");
-        {
-            let mut spool = open(dir.path());
-            spool.append(&appended).unwrap();
-        }
-        let segment = segment_files(dir.path()).remove(0);
+        let segment = spooled(dir.path(), &appended);
         let whole = fs::read(&segment).unwrap();
         let offsets = record_offsets(&segment);
         let last_start = offsets[offsets.len() - 2];
@@ -1647,11 +1649,7 @@ mod tests {
     fn a_cut_at_a_record_boundary_loses_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let appended = events(4);
-        {
-            let mut spool = open(dir.path());
-            spool.append(&appended).unwrap();
-        }
-        let segment = segment_files(dir.path()).remove(0);
+        let segment = spooled(dir.path(), &appended);
         let offsets = record_offsets(&segment);
         let whole = fs::read(&segment).unwrap();
         fs::write(&segment, &whole[..to_index(offsets[3])]).unwrap();
@@ -1663,11 +1661,7 @@ mod tests {
     fn a_flipped_bit_in_a_payload_removes_only_that_record() {
         let dir = tempfile::tempdir().unwrap();
         let appended = one_of_each_kind("main");
-        {
-            let mut spool = open(dir.path());
-            spool.append(&appended).unwrap();
-        }
-        let segment = segment_files(dir.path()).remove(0);
+        let segment = spooled(dir.path(), &appended);
         let offsets = record_offsets(&segment);
         let mut data = fs::read(&segment).unwrap();
         let bad = 4;
@@ -1748,11 +1742,7 @@ mod tests {
     fn a_flipped_bit_in_a_length_cuts_the_rest_of_the_segment() {
         let dir = tempfile::tempdir().unwrap();
         let appended = events(6);
-        {
-            let mut spool = open(dir.path());
-            spool.append(&appended).unwrap();
-        }
-        let segment = segment_files(dir.path()).remove(0);
+        let segment = spooled(dir.path(), &appended);
         let offsets = record_offsets(&segment);
         let mut data = fs::read(&segment).unwrap();
         // The length's highest byte: the record now claims to be far too long.
@@ -1771,11 +1761,7 @@ mod tests {
     fn a_bit_flipped_in_the_last_record_is_cut_like_a_tail() {
         let dir = tempfile::tempdir().unwrap();
         let appended = events(3);
-        {
-            let mut spool = open(dir.path());
-            spool.append(&appended).unwrap();
-        }
-        let segment = segment_files(dir.path()).remove(0);
+        let segment = spooled(dir.path(), &appended);
         let mut data = fs::read(&segment).unwrap();
         let last = data.len() - 2;
         data[last] ^= 0x01;
@@ -1837,11 +1823,7 @@ mod tests {
     fn garbage_after_the_last_record_is_moved_aside() {
         let dir = tempfile::tempdir().unwrap();
         let appended = events(3);
-        {
-            let mut spool = open(dir.path());
-            spool.append(&appended).unwrap();
-        }
-        let segment = segment_files(dir.path()).remove(0);
+        let segment = spooled(dir.path(), &appended);
         let good_len = fs::metadata(&segment).unwrap().len();
         let mut file = OpenOptions::new().append(true).open(&segment).unwrap();
         file.write_all(&[0xff; 100]).unwrap();
@@ -1859,11 +1841,7 @@ mod tests {
     fn zeros_after_the_last_record_are_moved_aside() {
         let dir = tempfile::tempdir().unwrap();
         let appended = events(2);
-        {
-            let mut spool = open(dir.path());
-            spool.append(&appended).unwrap();
-        }
-        let segment = segment_files(dir.path()).remove(0);
+        let segment = spooled(dir.path(), &appended);
         let mut file = OpenOptions::new().append(true).open(&segment).unwrap();
         file.write_all(&[0; 4096]).unwrap();
         drop(file);
