@@ -34,7 +34,7 @@ pub const AUDIO_EXTENSIONS: &[&str] = &["wav", "flac", "mp3", "ogg", "oga"];
 const CATALOG_FILE: &str = "catalog.json";
 
 /// Where an entry's file lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MediaSource {
     /// Uploaded through the API; stored in the library directory.
@@ -44,7 +44,7 @@ pub enum MediaSource {
 }
 
 /// One file of the library, as the catalog and the API show it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MediaEntry {
     /// Stable id: a hash of the file's content.
     pub id: String,
@@ -74,8 +74,9 @@ pub struct MediaEntry {
 }
 
 /// A watched file's place and the signature that tells whether it changed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WatchedFile {
+    #[schema(value_type = String)]
     pub path: PathBuf,
     pub modified_unix_ms: u64,
 }

@@ -35,7 +35,7 @@ pub const CROSSFADE_MS: std::ops::RangeInclusive<u32> = 0..=30_000;
 const MAX_WEIGHT: f64 = 1_000_000.0;
 
 /// How a playlist picks its next item.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RotationMode {
     /// In order, then from the top.
@@ -49,7 +49,7 @@ pub enum RotationMode {
 }
 
 /// One entry of a playlist: a generator prompt or a media file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlaylistItem {
     /// Generator prompt (exclusive with `file`).
@@ -206,7 +206,7 @@ impl PlaylistItem {
 }
 
 /// A playlist as clients send it (`POST` names it in the body, `PUT` in the path).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlaylistInput {
     #[serde(default)]
@@ -217,7 +217,7 @@ pub struct PlaylistInput {
 }
 
 /// A stored playlist.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Playlist {
     pub name: String,

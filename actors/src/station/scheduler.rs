@@ -208,7 +208,7 @@ enum Job {
 }
 
 /// When a swap takes effect.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SwapWhen {
     /// Crossfade into the new playlist's first track now.
@@ -225,7 +225,7 @@ pub struct SwapPlaylist {
 }
 
 /// What a swap did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SwapOutcome {
     pub from: String,
     pub to: String,
@@ -245,7 +245,7 @@ impl Message for SwapPlaylist {
 pub struct SkipTrack;
 
 /// What a skip did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SkipOutcome {
     /// The track cut short, when one was on air.
     pub skipped: Option<String>,
@@ -263,7 +263,7 @@ impl Message for SkipTrack {
 pub struct QueueRequest(pub PlaylistItem);
 
 /// Where a request went.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct QueueOutcome {
     /// Requests waiting before it (0: it is rendered next).
     pub position: usize,

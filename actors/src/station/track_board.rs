@@ -15,7 +15,7 @@ use sonicforge_engine::generate::Track;
 const BOARD_TRACKS: usize = 32;
 
 /// What listeners are told about a track.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct TrackInfo {
     pub track_id: String,
     pub title: String,
@@ -70,7 +70,7 @@ impl TrackInfo {
 }
 
 /// A track on air, with the sample timestamp at which it took over.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct NowPlaying {
     #[serde(flatten)]
     pub track: TrackInfo,

@@ -13,7 +13,7 @@ use crate::station::{
 };
 
 /// Which actor to kill.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ChaosActor {
     Scheduler,
@@ -39,7 +39,7 @@ impl ChaosActor {
 }
 
 /// Which actor a chaos request killed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Killed {
     pub station: String,
     #[serde(rename = "killed")]
@@ -59,7 +59,7 @@ pub enum KillError {
 }
 
 /// How it dies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ChaosMode {
     /// The actor stops; its supervisor restarts it.

@@ -39,6 +39,7 @@ const MAX_CLOCK_SEQUENCE: u16 = (1 << 14) - 1;
 /// Taking an id takes a short process-wide lock and reads the system clock: it
 /// belongs on the control path, never on the real-time audio path.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(value_type = String, format = "uuid"))]
 #[serde(into = "Uuid", try_from = "Uuid")]
 pub struct EventId(Uuid);
 

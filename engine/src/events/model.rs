@@ -203,6 +203,7 @@ impl FromStr for EventType {
 
 /// Where a track came from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TrackSource {
     /// Generated from this text prompt.
@@ -214,6 +215,7 @@ pub enum TrackSource {
 /// What the mastering chain measured and did. Every field may be missing: a
 /// backend reports what it has.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default)]
 pub struct MasteringStats {
     /// Integrated loudness before mastering, in LUFS.
@@ -238,6 +240,7 @@ pub struct MasteringStats {
 
 /// Why a track went off air.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum EndReason {
     /// It played to its end.
@@ -337,6 +340,7 @@ impl fmt::Display for ClientHash {
 /// [`TrackStarted`](EventKind::TrackStarted) event joined with the
 /// [`TrackEnded`](EventKind::TrackEnded) that closed it, if any yet.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Play {
     /// The id of the `TrackStarted` event.
     pub id: EventId,
@@ -354,6 +358,7 @@ pub struct Play {
 
 /// How a [`Play`] ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PlayEnd {
     /// The id of the `TrackEnded` event.
     pub id: EventId,

@@ -149,6 +149,7 @@ pub struct SessionEnd {
 
 /// A station's figures for one UTC day.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DayStats {
     pub station: String,
     /// The day, `YYYY-MM-DD`.
@@ -172,6 +173,7 @@ pub struct DayStats {
 
 /// One track's plays within a [`DayStats`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TrackTotal {
     pub track_id: String,
     pub title: String,
@@ -182,6 +184,7 @@ pub struct TrackTotal {
 
 /// A track's plays in one month.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TrackPlays {
     pub track_id: String,
     /// The month, `YYYY-MM`.

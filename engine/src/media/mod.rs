@@ -61,6 +61,7 @@ impl Default for DecodeLimits {
 
 /// What the file's tags say about it.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MediaTags {
     /// The track title; the file's stem when the file has no title tag.
     pub title: String,
