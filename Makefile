@@ -76,6 +76,11 @@ loadtest: build ## Swarm of LISTENERS WebSocket listeners for SECONDS against a 
 	$(CARGO) build --release --locked -p sonicforge-loadtests
 	scripts/loadtest.sh $(LISTENERS) $(SECONDS)
 
+.PHONY: loadtest-vs-icecast
+loadtest-vs-icecast: build ## SonicForge (HTTP and WebSocket) beside Icecast 2.4 at 20 and 100 ms writes: N listeners (default LISTENERS) for SECONDS each
+	$(CARGO) build --release --locked -p sonicforge-loadtests
+	scripts/loadtest-vs-icecast.sh $(or $(N),$(LISTENERS)) $(SECONDS)
+
 .PHONY: loadtest-events
 loadtest-events: ## Play events at EVENTS_RATE/s for EVENTS_SECONDS into a throwaway Cassandra 5.0 node (after a 30 s warm-up), then into SQLite
 	@scripts/install-deps.sh cassandra

@@ -448,9 +448,13 @@ pub struct ListenerConfig {
     pub max_lag_ms: u32,
     /// Time a listener may stay behind, or a send may wait, before disconnection.
     pub behind_deadline_ms: u32,
-    /// Opus packets a WebSocket session writes per wake-up (1..=50).
+    /// Opus packets a WebSocket session writes per wake-up (1..=50); a station's
+    /// own `send_batch_packets` overrides it. More packets per wake-up cost less CPU
+    /// and add up to 20 ms of latency per extra packet.
     pub send_batch_packets: u32,
-    /// Ogg page duration of the HTTP stream (20..=1000, multiple of 20).
+    /// Ogg page duration of the HTTP stream (20..=1000, multiple of 20); a station's
+    /// own `http_page_ms` overrides it. Longer pages mean fewer writes per listener
+    /// and a page's duration of latency.
     pub http_page_ms: u32,
     /// Kernel send buffer per listener socket, in bytes (4096..=4194304).
     pub socket_send_buffer_bytes: u32,
@@ -466,6 +470,37 @@ impl Default for ListenerConfig {
             http_page_ms: 100,
             socket_send_buffer_bytes: 32_768,
         }
+    }
+}
+
+impl ListenerConfig {
+    /// These settings with the station's own send batching (`send_batch_packets`,
+    /// `http_page_ms`) in place of the defaults where it sets them.
+    pub fn for_station(&self, station: &StationConfig) -> Self {
+        Self {
+            send_batch_packets: station
+                .send_batch_packets
+                .unwrap_or(self.send_batch_packets),
+            http_page_ms: station.http_page_ms.unwrap_or(self.http_page_ms),
+            ..*self
+        }
+    }
+}
+
+/// Checks a `send_batch_packets` value (1..=50); the message names the bounds.
+fn check_send_batch_packets(packets: u32) -> Result<(), String> {
+    check_range("send_batch_packets", packets, 1, 50)
+}
+
+/// Checks an `http_page_ms` value: 20..=1000 and whole 20 ms Opus packets.
+fn check_http_page_ms(page_ms: u32) -> Result<(), String> {
+    check_range("http_page_ms", page_ms, 20, 1000)?;
+    if page_ms.is_multiple_of(20) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{page_ms} is not a multiple of 20 (the Opus frame length)"
+        ))
     }
 }
 
@@ -518,6 +553,14 @@ pub struct StationConfig {
     /// item (`prompt`, `seconds`, `seed` or `file`, `crossfade_ms`).
     #[serde(default)]
     pub jingle: Option<crate::playlists::PlaylistItem>,
+    /// Opus packets a WebSocket session writes per wake-up (1..=50); absent:
+    /// `listeners.send_batch_packets`.
+    #[serde(default)]
+    pub send_batch_packets: Option<u32>,
+    /// Ogg page duration of the station's HTTP stream in milliseconds (20..=1000,
+    /// multiple of 20); absent: `listeners.http_page_ms`.
+    #[serde(default)]
+    pub http_page_ms: Option<u32>,
 }
 
 fn default_swap_ready_playlists() -> usize {
@@ -601,24 +644,10 @@ impl Config {
             600_000,
         )
         .map_err(|m| invalid("listeners.behind_deadline_ms".into(), m))?;
-        check_range(
-            "listeners.send_batch_packets",
-            listeners.send_batch_packets,
-            1,
-            50,
-        )
-        .map_err(|m| invalid("listeners.send_batch_packets".into(), m))?;
-        check_range("listeners.http_page_ms", listeners.http_page_ms, 20, 1000)
+        check_send_batch_packets(listeners.send_batch_packets)
+            .map_err(|m| invalid("listeners.send_batch_packets".into(), m))?;
+        check_http_page_ms(listeners.http_page_ms)
             .map_err(|m| invalid("listeners.http_page_ms".into(), m))?;
-        if !listeners.http_page_ms.is_multiple_of(20) {
-            return Err(invalid(
-                "listeners.http_page_ms".into(),
-                format!(
-                    "{} is not a multiple of 20 (the Opus frame length)",
-                    listeners.http_page_ms
-                ),
-            ));
-        }
         check_range(
             "listeners.socket_send_buffer_bytes",
             listeners.socket_send_buffer_bytes,
@@ -783,6 +812,13 @@ impl Config {
                         error.to_string(),
                     ));
                 }
+            }
+            if let Some(packets) = station.send_batch_packets {
+                check_send_batch_packets(packets)
+                    .map_err(|m| invalid(key("send_batch_packets"), m))?;
+            }
+            if let Some(page_ms) = station.http_page_ms {
+                check_http_page_ms(page_ms).map_err(|m| invalid(key("http_page_ms"), m))?;
             }
             validate_station_playlists(station)
                 .map_err(|(field, message)| invalid(key(&field), message))?;
@@ -1144,6 +1180,38 @@ playlist = ["lofi chill 80 bpm A minor"]
     fn empty_prompt_is_refused() {
         let message = error_of(&MINIMAL.replace("[\"lofi chill 80 bpm A minor\"]", "[\"\"]"));
         assert!(message.contains("stations[0].playlist[0]"), "{message}");
+    }
+
+    #[test]
+    fn side_by_side_load_test_config_loads_with_its_batching() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../loadtests/vs-icecast.toml");
+        let config = Config::load(Some(&path)).unwrap();
+        let batching = |id: &str| {
+            let listeners = config.listeners.for_station(config.station(id).unwrap());
+            (listeners.send_batch_packets, listeners.http_page_ms)
+        };
+        assert_eq!(batching("page20"), (1, 20));
+        assert_eq!(batching("page100"), (5, 100));
+    }
+
+    #[test]
+    fn station_send_batching_out_of_range_is_named() {
+        let message = error_of(&MINIMAL.replace(
+            "name = \"Main\"",
+            "name = \"Main\"\nsend_batch_packets = 51",
+        ));
+        assert!(
+            message.contains("stations[0].send_batch_packets"),
+            "{message}"
+        );
+        assert!(message.contains("1..=50"), "{message}");
+        let message =
+            error_of(&MINIMAL.replace("name = \"Main\"", "name = \"Main\"\nhttp_page_ms = 30"));
+        assert!(message.contains("stations[0].http_page_ms"), "{message}");
+        assert!(message.contains("multiple of 20"), "{message}");
+        let message = error_of(&format!("[listeners]\nhttp_page_ms = 1020\n{MINIMAL}"));
+        assert!(message.contains("listeners.http_page_ms"), "{message}");
+        assert!(message.contains("20..=1000"), "{message}");
     }
 
     #[test]

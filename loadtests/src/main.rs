@@ -8,12 +8,17 @@
 //! stream, puts every gap, flag and silence down to a kill, and checks restarts,
 //! escalations and memory; it exits non-zero when a check fails.
 //!
+//! `icecast-source` feeds an Icecast mount with a station's stream, re-paged, for
+//! side-by-side runs of the swarm against Icecast.
+//!
 //! `swaps` swaps a station between two playlists on air and times each swap from the
 //! request to the first audio of the new playlist at a WebSocket listener.
 
 mod chaos;
+mod compare;
 mod events;
 mod http1;
+mod icecast;
 mod listener;
 mod ogg;
 mod proc_stats;
@@ -52,6 +57,11 @@ enum Command {
     /// Swap a station between two playlists on air, `now`, and time each swap from
     /// request to the first audio of the new playlist at a WebSocket listener.
     Swaps(swaps::SwapsArgs),
+    /// Relay a station's HTTP Ogg/Opus stream to an Icecast mount as its source, on
+    /// pages of a chosen duration (for side-by-side runs against Icecast).
+    IcecastSource(icecast::SourceArgs),
+    /// Print swarm reports side by side, one row per server.
+    Compare(compare::CompareArgs),
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -65,6 +75,21 @@ fn main() -> anyhow::Result<ExitCode> {
             .build()?
             .block_on(swaps::run(&args))
             .map(|()| ExitCode::SUCCESS),
+        Command::IcecastSource(args) => {
+            let summary = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(icecast::run(&args))?;
+            println!(
+                "icecast source done: {} packets, {} bytes sent",
+                summary.packets, summary.bytes_sent
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Compare(args) => {
+            print!("{}", compare::run(&args)?);
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

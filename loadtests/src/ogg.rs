@@ -35,6 +35,19 @@ const CRC_TABLE: [u32; 256] = {
     table
 };
 
+/// The CRC of a whole page (header, segment table and body) as its header should
+/// store it: computed with the CRC field taken as zero.
+pub fn page_crc(page: &[u8]) -> u32 {
+    let crc = crc_update(0, &page[..CRC_RANGE.start.min(page.len())]);
+    let crc = crc_update(
+        crc,
+        &[0; 4][..CRC_RANGE
+            .len()
+            .min(page.len().saturating_sub(CRC_RANGE.start))],
+    );
+    crc_update(crc, page.get(CRC_RANGE.end..).unwrap_or_default())
+}
+
 fn crc_update(crc: u32, bytes: &[u8]) -> u32 {
     bytes.iter().fold(crc, |crc, &byte| {
         (crc << 8) ^ CRC_TABLE[usize::from((crc >> 24) as u8 ^ byte)]

@@ -113,6 +113,10 @@ pub struct SwarmArgs {
     /// Nominal rate of the HTTP stream in kb/s; default the bitrate.
     #[arg(long)]
     pub nominal_kbps: Option<u32>,
+    /// The target is a peer server (Icecast), not a SonicForge engine: read neither the
+    /// station API nor /metrics; needs --bitrate and --transport http.
+    #[arg(long)]
+    pub peer: bool,
     /// Seconds allowed for connect and handshake.
     #[arg(long, default_value_t = 10)]
     pub connect_timeout_secs: u64,
@@ -141,6 +145,8 @@ pub enum SwarmError {
     Timeout { name: &'static str, found: u64 },
     #[error("station id {found:?} must be letters, digits, '-', '_' or '.'")]
     StationId { found: String },
+    #[error("--peer needs --bitrate (a peer has no station API) and --transport http")]
+    Peer,
     #[error("--http-path {found:?} must start with '/' and hold no spaces or control characters")]
     HttpPath { found: String },
     #[error(transparent)]
@@ -300,6 +306,9 @@ impl SwarmArgs {
                 found: self.http_path.clone(),
             });
         }
+        if self.peer && (self.bitrate.is_none() || self.transport != TransportMix::Http) {
+            return Err(SwarmError::Peer);
+        }
         Ok(TargetUrl::parse(&self.url)?)
     }
 
@@ -426,9 +435,14 @@ pub async fn run(args: &SwarmArgs) -> Result<Report, SwarmError> {
     }
     let addr = target.resolve().await?;
     let authority = target.authority();
-    let bitrate = station_bitrate(args, addr, &authority).await?;
+    let (bitrate, metrics_before) = match args.bitrate {
+        Some(bitrate) if args.peer => (bitrate, None),
+        _ => (
+            station_bitrate(args, addr, &authority).await?,
+            scrape_metrics(addr, &authority).await,
+        ),
+    };
     let nominal_kbps = args.nominal_kbps.unwrap_or(bitrate);
-    let metrics_before = scrape_metrics(addr, &authority).await;
     let ticks_per_second = proc_stats::clock_ticks_per_second();
     let own_pid = std::process::id();
     let client_before = proc_stats::sample(own_pid)?;
@@ -509,7 +523,11 @@ pub async fn run(args: &SwarmArgs) -> Result<Report, SwarmError> {
         ));
     }
     let wall = start.elapsed();
-    let metrics_after = scrape_metrics(addr, &authority).await;
+    let metrics_after = if args.peer {
+        None
+    } else {
+        scrape_metrics(addr, &authority).await
+    };
     let client_end = proc_stats::sample(own_pid)?;
 
     let recorder = ctx.recorder.borrow();
@@ -577,7 +595,7 @@ pub async fn run(args: &SwarmArgs) -> Result<Report, SwarmError> {
         }
         _ => None,
     };
-    if metrics_before.is_none() || metrics_after.is_none() {
+    if !args.peer && (metrics_before.is_none() || metrics_after.is_none()) {
         warnings.push(
             "the engine's /metrics could not be read; no server-side counters in the report".into(),
         );
@@ -728,6 +746,19 @@ mod tests {
             args(&["--station", "../admin"]).validate(),
             Err(SwarmError::StationId { .. })
         ));
+        assert!(matches!(
+            args(&["--peer", "--transport", "http"]).validate(),
+            Err(SwarmError::Peer)
+        ));
+        assert!(matches!(
+            args(&["--peer", "--bitrate", "128"]).validate(),
+            Err(SwarmError::Peer)
+        ));
+        assert!(
+            args(&["--peer", "--bitrate", "128", "--transport", "http"])
+                .validate()
+                .is_ok()
+        );
         assert!(matches!(
             args(&["--http-path", "/x\r\nHost: evil"]).validate(),
             Err(SwarmError::HttpPath { .. })

@@ -1,24 +1,27 @@
 //! The plain HTTP listener: a continuous Ogg/Opus body for ordinary players.
 //!
-//! Each listener has its own Ogg logical stream (serial number, page sequence and
-//! granule positions starting at its first packet), muxed from the shared packet
-//! ring. The body is pulled by the HTTP layer, so a client that reads slowly simply
-//! polls less often; when it polls again after falling behind, it skips forward.
+//! Every listener of a rendition reads the same pages, muxed once ([`super::pages`]):
+//! the stream's header pages first, then pages from `pre_roll_ms` back. The body is
+//! pulled by the HTTP layer, so a client that reads slowly simply polls less often;
+//! when it polls again more than `max_lag_ms` behind, it skips forward to the newest
+//! page, and one that keeps skipping past `behind_deadline_ms` is disconnected.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::Stream;
-use sonicforge_engine::codec::ogg::OggOpusMuxer;
-use sonicforge_engine::ring::PacketBuf;
+use sonicforge_engine::frame::FRAME_MS;
 
-use super::{Cursor, CursorStep, DisconnectReason, ListenerEvents, ListenerOrigin, ListenerSlot};
+use super::pages::{PageStep, SharedPages, shared_pages};
+use super::{BatchedCount, DisconnectReason, ListenerEvents, ListenerOrigin, ListenerSlot};
 use crate::metrics::ListenerMetrics;
 use crate::station::Station;
 use sonicforge_engine::events::Transport;
 
 const VENDOR: &str = concat!("SonicForge ", env!("CARGO_PKG_VERSION"));
+/// Time without a skip after which a listener counts as caught up again.
+const CAUGHT_UP_AFTER: Duration = Duration::from_secs(3);
 
 /// Counts the listener in and, when the body is dropped, out with its reason.
 struct HttpListenerGuard {
@@ -69,17 +72,22 @@ impl Drop for HttpListenerGuard {
 
 struct OggListener {
     station: Arc<Station>,
-    rendition: usize,
-    cursor: Option<Cursor>,
-    muxer: OggOpusMuxer,
-    packet: PacketBuf,
-    pages: Vec<u8>,
-    out: BytesMut,
+    pages: Arc<SharedPages>,
+    /// Packet position of the next page to send; `None` until the headers are sent.
+    next_seq: Option<u64>,
+    pre_roll_packets: u64,
+    max_lag_packets: u64,
+    behind_since: Option<Instant>,
+    last_skip: Option<Instant>,
     guard: HttpListenerGuard,
-    skipped_reported: u64,
+    sent: BatchedCount,
+    /// Notices a station gone silent; one timer per listener, re-armed only when it
+    /// fires (a fresh timeout per page would cost a timer-wheel insert and removal).
+    silence: std::pin::Pin<Box<tokio::time::Sleep>>,
 }
 
 /// The body of `GET /stations/{id}/stream.opus` for the rendition at index `rendition`.
+/// `serial` names the Ogg stream when this listener is the first of its rendition.
 pub fn ogg_stream(
     station: Arc<Station>,
     rendition: usize,
@@ -88,15 +96,15 @@ pub fn ogg_stream(
     origin: ListenerOrigin,
     slot: ListenerSlot,
 ) -> impl Stream<Item = Result<Bytes, std::convert::Infallible>> + 'static {
-    let config = station.listener_config;
+    let config = station.listener_config.for_station(&station.config);
     let feed = &station.feeds[rendition];
-    let mut muxer = OggOpusMuxer::new(serial, feed.pre_skip, config.http_page_ms);
-    let mut pages = Vec::with_capacity(8 * 1024);
-    muxer.write_headers(VENDOR, &mut pages);
+    let pages = shared_pages(&station, rendition, config.http_page_ms, serial, VENDOR);
+    let sent = BatchedCount::new(metrics.packets_sent.clone());
+    let deadline = Duration::from_millis(u64::from(config.behind_deadline_ms));
     let listener = OggListener {
         guard: HttpListenerGuard::new(
             metrics,
-            Duration::from_millis(u64::from(config.behind_deadline_ms)),
+            deadline,
             ListenerEvents::joined(
                 Arc::clone(&station),
                 super::next_session_id(),
@@ -107,13 +115,14 @@ pub fn ogg_stream(
             slot,
         ),
         station,
-        rendition,
-        cursor: None,
-        muxer,
-        packet: PacketBuf::default(),
         pages,
-        out: BytesMut::with_capacity(16 * 1024),
-        skipped_reported: 0,
+        next_seq: None,
+        pre_roll_packets: u64::from(config.pre_roll_ms / FRAME_MS),
+        max_lag_packets: u64::from(config.max_lag_ms / FRAME_MS).max(1),
+        behind_since: None,
+        last_skip: None,
+        sent,
+        silence: Box::pin(tokio::time::sleep(deadline)),
     };
     futures_util::stream::unfold(listener, |mut listener| async move {
         let chunk = listener.next_chunk().await?;
@@ -122,55 +131,91 @@ pub fn ogg_stream(
 }
 
 impl OggListener {
-    /// The next run of complete pages; `None` ends the stream.
+    /// The next page (the header pages first); `None` ends the stream.
     async fn next_chunk(&mut self) -> Option<Bytes> {
-        let station = Arc::clone(&self.station);
-        let feed = &station.feeds[self.rendition];
         let deadline = self.guard.deadline;
         loop {
-            if station.is_stopping() {
+            if self.station.is_stopping() {
                 self.guard.ended_by = Some(DisconnectReason::StationStopped);
                 return None;
             }
-            let notified = feed.notify.notified();
+            let pages = Arc::clone(&self.pages);
+            let notified = pages.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let cursor = self
-                .cursor
-                .get_or_insert_with(|| Cursor::new(&feed.ring, &station.listener_config));
             let now = Instant::now();
-            let mut packets = 0u64;
-            while let CursorStep::Packet { meta, .. } =
-                cursor.next(&feed.ring, &mut self.packet, now)
+            let Some(seq) = self.next_seq else {
+                // Join at a page boundary `pre_roll_ms` back, once there are pages.
+                if let Some(start) = self.pages.join_position(self.pre_roll_packets) {
+                    self.next_seq = Some(start);
+                    self.guard.last_progress = now;
+                    return Some(self.pages.headers());
+                }
+                self.wait(notified, deadline).await;
+                continue;
+            };
+            let newest_end = self.pages.newest_end().unwrap_or(seq);
+            let seq = if newest_end.saturating_sub(seq) > self.max_lag_packets {
+                let newest = newest_end.saturating_sub(1);
+                self.skipped(newest - seq, now);
+                newest
+            } else {
+                seq
+            };
+            if self
+                .behind_since
+                .is_some_and(|since| now.saturating_duration_since(since) > deadline)
             {
-                self.muxer
-                    .push_packet(self.packet.as_slice(meta.len), &mut self.pages);
-                packets += 1;
-            }
-            if cursor.is_past_deadline(now) {
                 self.guard.ended_by = Some(DisconnectReason::TooSlow);
                 return None;
             }
-            if cursor.skipped_packets > self.skipped_reported {
-                self.guard
-                    .metrics
-                    .packets_skipped
-                    .inc_by(cursor.skipped_packets - self.skipped_reported);
-                self.skipped_reported = cursor.skipped_packets;
-            }
-            if packets > 0 {
-                self.guard.metrics.packets_sent.inc_by(packets);
-            }
-            if !self.pages.is_empty() {
-                self.guard.last_progress = now;
-                if self.out.capacity() < self.pages.len() {
-                    self.out.reserve(self.pages.len().max(16 * 1024));
+            let page = match self.pages.page_at(seq) {
+                PageStep::Page(page) => page,
+                PageStep::Skipped { page, packets } => {
+                    self.skipped(packets, now);
+                    page
                 }
-                self.out.extend_from_slice(&self.pages);
-                self.pages.clear();
-                return Some(self.out.split().freeze());
+                PageStep::Idle => {
+                    self.next_seq = Some(seq);
+                    self.wait(notified, deadline).await;
+                    continue;
+                }
+            };
+            if self
+                .last_skip
+                .is_some_and(|skip| now.saturating_duration_since(skip) >= CAUGHT_UP_AFTER)
+            {
+                self.behind_since = None;
             }
-            let _ = tokio::time::timeout(deadline, notified).await;
+            self.next_seq = Some(page.next_seq);
+            self.sent.add(page.next_seq - page.first_seq);
+            self.guard.last_progress = now;
+            return Some(page.bytes);
+        }
+    }
+
+    fn skipped(&mut self, packets: u64, now: Instant) {
+        if packets > 0 {
+            self.guard.metrics.packets_skipped.inc_by(packets);
+        }
+        self.last_skip = Some(now);
+        self.behind_since.get_or_insert(now);
+    }
+
+    /// Waits for the next page; the silence timer notices a station gone quiet.
+    async fn wait(
+        &mut self,
+        notified: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+        deadline: Duration,
+    ) {
+        tokio::select! {
+            biased;
+            () = notified => {}
+            () = self.silence.as_mut() => {
+                self.silence
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + deadline);
+            }
         }
     }
 }

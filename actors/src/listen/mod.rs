@@ -10,6 +10,7 @@
 
 mod caps;
 mod http;
+mod pages;
 mod ws;
 
 use std::sync::Arc;
@@ -168,6 +169,46 @@ impl ListenerEvents {
             client_hash: Some(self.client_hash.clone()),
         });
         self.station.listener_clock.left();
+    }
+}
+
+/// A counter shared by every listener, added to once a second of audio per listener
+/// rather than per packet: thousands of sessions adding to one atomic every 20 ms
+/// would keep its cache line moving between cores. What is left is added when it is
+/// dropped, so a session that ends loses no count.
+pub(crate) struct BatchedCount {
+    unreported: u64,
+    counter: prometheus::IntCounter,
+}
+
+/// Packets counted per listener before they are added to the shared counter.
+const COUNT_EVERY_PACKETS: u64 = 50;
+
+impl BatchedCount {
+    pub(crate) fn new(counter: prometheus::IntCounter) -> Self {
+        Self {
+            unreported: 0,
+            counter,
+        }
+    }
+
+    pub(crate) fn add(&mut self, packets: u64) {
+        self.unreported += packets;
+        if self.unreported >= COUNT_EVERY_PACKETS {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.unreported > 0 {
+            self.counter.inc_by(std::mem::take(&mut self.unreported));
+        }
+    }
+}
+
+impl Drop for BatchedCount {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 

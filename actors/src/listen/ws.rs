@@ -22,7 +22,10 @@ use sonicforge_engine::codec::wire::{FLAG_DISCONTINUITY, WIRE_HEADER_LEN, WireHe
 use sonicforge_engine::frame::{CHANNELS, FRAME_SAMPLES, SAMPLE_RATE};
 use sonicforge_engine::ring::PacketBuf;
 
-use super::{Cursor, CursorStep, DisconnectReason, ListenerEvents, ListenerOrigin, ListenerSlot};
+use super::{
+    BatchedCount, Cursor, CursorStep, DisconnectReason, ListenerEvents, ListenerOrigin,
+    ListenerSlot,
+};
 use crate::metrics::ListenerMetrics;
 use crate::station::{NowPlaying, Station};
 use crate::supervise::chaos::{ChaosMode, Kill};
@@ -31,8 +34,10 @@ use sonicforge_engine::events::Transport;
 
 /// Largest message a listener may send us (pings, a close); anything larger is a protocol error.
 const MAX_INBOUND_FRAME: usize = 4096;
-/// Bytes reserved at a time for outgoing messages.
-const SEND_BUFFER_BYTES: usize = 16 * 1024;
+/// Bytes reserved at a time for outgoing messages. The socket layer copies each
+/// message into its own buffer and drops it, so a block is freed once the messages cut
+/// from it are written; a small block (a few packets) keeps per-listener memory small.
+const SEND_BUFFER_BYTES: usize = 2 * 1024;
 /// A connection lost while a send has waited this long was lost to a stalled client.
 const STALLED_SEND: Duration = Duration::from_millis(500);
 
@@ -377,7 +382,7 @@ impl SendLoop {
     /// Sends the hello, then audio until the session has to end.
     async fn serve(mut self) -> Result<std::convert::Infallible, DisconnectReason> {
         let station = Arc::clone(&self.station);
-        let config = station.listener_config;
+        let config = station.listener_config.for_station(&station.config);
         let feed = &station.feeds[self.rendition];
         let deadline = Duration::from_millis(u64::from(config.behind_deadline_ms));
         let batch = u64::from(config.send_batch_packets);
@@ -404,6 +409,11 @@ impl SendLoop {
         let max_lag = Duration::from_millis(u64::from(config.max_lag_ms));
         let mut last_ping = Instant::now();
         let mut lag_behind_since = None;
+        // One timer for the whole session, re-armed only when it fires: waiting on a
+        // fresh timeout per packet would cost a timer-wheel insert and removal per
+        // listener every 20 ms.
+        let silence = tokio::time::sleep(deadline);
+        tokio::pin!(silence);
         loop {
             if station.is_stopping() {
                 return Err(DisconnectReason::StationStopped);
@@ -459,50 +469,25 @@ impl SendLoop {
                 self.send_wait
                     .send(self.session.binary(message), deadline)
                     .await?;
-                sent.add_one();
+                sent.add(1);
             }
-            sent.flush();
             if cursor.skipped_packets > skipped_reported {
                 self.metrics
                     .packets_skipped
                     .inc_by(cursor.skipped_packets - skipped_reported);
                 skipped_reported = cursor.skipped_packets;
             }
-            // Wake on the next packet; the timeout notices a station that went silent.
-            let _ = tokio::time::timeout(deadline, notified).await;
+            // Wake on the next packet; the timer notices a station that went silent.
+            tokio::select! {
+                biased;
+                () = &mut notified => {}
+                () = &mut silence => {
+                    silence
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + deadline);
+                }
+            }
         }
-    }
-}
-
-/// A counter updated once per batch rather than once per packet; what is left is
-/// added when it is dropped, so a session that ends mid-batch loses no count.
-struct BatchedCount {
-    unreported: u64,
-    counter: prometheus::IntCounter,
-}
-
-impl BatchedCount {
-    fn new(counter: prometheus::IntCounter) -> Self {
-        Self {
-            unreported: 0,
-            counter,
-        }
-    }
-
-    fn add_one(&mut self) {
-        self.unreported += 1;
-    }
-
-    fn flush(&mut self) {
-        if self.unreported > 0 {
-            self.counter.inc_by(std::mem::take(&mut self.unreported));
-        }
-    }
-}
-
-impl Drop for BatchedCount {
-    fn drop(&mut self) {
-        self.flush();
     }
 }
 
