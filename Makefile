@@ -41,7 +41,7 @@ check-config: build ## Check config/sonicforge.toml
 	$(BIN_RELEASE) check-config --config config/sonicforge.toml
 
 .PHONY: test
-test: ## Format and lint checks, every test (on a throwaway Cassandra 5.0 node), and the browser test (installs what is missing)
+test: ## Format and lint checks, every test (on a throwaway Cassandra 5.0 node), the browser test and the API test (installs what is missing)
 	@scripts/install-deps.sh test
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
@@ -52,6 +52,7 @@ test: ## Format and lint checks, every test (on a throwaway Cassandra 5.0 node),
 	scripts/check-alert-rules.sh
 	$(MAKE) --no-print-directory test-chaos
 	$(MAKE) --no-print-directory test-browser
+	$(MAKE) --no-print-directory test-api
 
 .PHONY: test-chaos
 test-chaos: ## Short seeded chaos run: about 20 kills in 60 s under 200 decoding WebSocket listeners
@@ -66,6 +67,11 @@ test-browser: ## Play a station in headless Chromium through the web player, and
 	$(CARGO) build --locked -p sonicforge-actors --bin sonicforge
 	cd $(BROWSER_TESTS) && npm ci --no-audit --no-fund --loglevel=error
 	cd $(BROWSER_TESTS) && SONICFORGE_BIN=$(BIN_DEBUG) node --test
+
+.PHONY: test-api
+test-api: ## Schemathesis (pinned, in a venv under ~/.cache/sonicforge) against a debug engine: every operation of /api/openapi.json, all checks, no 5xx
+	$(CARGO) build --locked -p sonicforge-actors --bin sonicforge
+	BIN_DIR=$(CARGO_TARGET_DIR)/debug scripts/schemathesis.sh
 
 .PHONY: bench
 bench: deps ## Run the criterion benchmarks (generator, mixer, encoder, rings)

@@ -54,12 +54,15 @@ pub enum RotationMode {
 pub struct PlaylistItem {
     /// Generator prompt (exclusive with `file`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 500)]
     pub prompt: Option<String>,
     /// Length of the generated track in seconds (1..=1200); absent: the station's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1200)]
     pub seconds: Option<f32>,
     /// Seed of the generated track; absent: a new one every play.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = "uint64", minimum = 0, maximum = 18446744073709551615_u64)]
     pub seed: Option<u64>,
     /// Media library id of a file to play (exclusive with `prompt`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -67,9 +70,11 @@ pub struct PlaylistItem {
     /// Crossfade from this item into the next, in milliseconds (0..=30000); absent:
     /// the station's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 30000)]
     pub crossfade_ms: Option<u32>,
     /// Weight in weighted rotation (greater than 0; default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(exclusive_minimum = 0, maximum = 1000000)]
     pub weight: Option<f64>,
 }
 
@@ -209,10 +214,13 @@ impl PlaylistItem {
 #[derive(Debug, Clone, PartialEq, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlaylistInput {
+    /// 1 to 64 ASCII letters, digits, '-', '_' or '.' (not first); required by `POST`.
     #[serde(default)]
+    #[schema(pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")]
     pub name: Option<String>,
     #[serde(default)]
     pub rotation: RotationMode,
+    #[schema(min_items = 1, max_items = 1000)]
     pub items: Vec<PlaylistItem>,
 }
 

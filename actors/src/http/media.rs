@@ -19,12 +19,13 @@ use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use futures_util::StreamExt;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sonicforge_engine::media::MediaError;
+use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
-use crate::media_library::{LibraryError, MediaLibrary};
+use crate::media_library::{LibraryError, MediaEntry, MediaLibrary};
 
 /// Uploads read and decoded at once at most: each holds its file and, while it is
 /// checked, its decoded audio (about 690 MB for a 30-minute file) in memory.
@@ -113,11 +114,41 @@ fn library(state: &AppState) -> Result<Arc<MediaLibrary>, MediaApiError> {
     state.media.clone().ok_or(MediaApiError::NoLibrary)
 }
 
-async fn list(state: web::Data<AppState>) -> Result<HttpResponse, MediaApiError> {
-    let library = library(&state)?;
-    Ok(HttpResponse::Ok().json(json!({ "media": library.list() })))
+/// Every file of the library.
+#[derive(Debug, Serialize, ToSchema)]
+struct MediaList {
+    media: Vec<MediaEntry>,
 }
 
+/// `GET /api/media`
+#[utoipa::path(
+    get,
+    path = "/api/media",
+    tag = "media",
+    responses(
+        (status = 200, description = "Every file of the library", body = MediaList),
+        (status = 503, description = "The server has no media library", body = super::openapi::ErrorBody),
+    )
+)]
+async fn list(state: web::Data<AppState>) -> Result<HttpResponse, MediaApiError> {
+    let library = library(&state)?;
+    Ok(HttpResponse::Ok().json(MediaList {
+        media: library.list(),
+    }))
+}
+
+/// `GET /api/media/{id}`
+#[utoipa::path(
+    get,
+    path = "/api/media/{id}",
+    tag = "media",
+    params(("id" = String, Path, description = "The file's id")),
+    responses(
+        (status = 200, description = "The file's entry", body = MediaEntry),
+        (status = 404, description = "No such file", body = super::openapi::ErrorBody),
+        (status = 503, description = "The server has no media library", body = super::openapi::ErrorBody),
+    )
+)]
 async fn get(
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -129,11 +160,48 @@ async fn get(
     Ok(HttpResponse::Ok().json(entry))
 }
 
-#[derive(Debug, Deserialize)]
+/// The name of an upload.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct UploadQuery {
+    /// The file's name: its extension (wav, flac, mp3, ogg, oga) hints the format,
+    /// its stem is the title when the file has no title tag.
+    #[param(
+        required = true,
+        max_length = 255,
+        pattern = r"^[^/\\\x00]+\.(wav|flac|mp3|ogg|oga)$",
+        example = "station-id.wav"
+    )]
     name: Option<String>,
 }
 
+/// `POST /api/media?name=`: an upload; the body is the file's bytes as they are.
+#[utoipa::path(
+    post,
+    path = "/api/media",
+    tag = "media",
+    params(UploadQuery),
+    request_body(description = "The audio file's bytes, with any content type", content(
+        (super::openapi::Binary = "application/octet-stream"),
+        (super::openapi::Binary = "audio/wav"),
+        (super::openapi::Binary = "audio/flac"),
+        (super::openapi::Binary = "audio/mpeg"),
+        (super::openapi::Binary = "audio/ogg"),
+    )),
+    responses(
+        (status = 201, description = "The file was decoded and added", body = MediaEntry,
+            headers(("Location" = String, description = "The entry's URL"))),
+        (status = 200, description = "The same content was uploaded before", body = MediaEntry,
+            headers(("Location" = String, description = "The entry's URL"))),
+        (status = 400, description = "A missing or bad file name (`detail.field` = `name`)", body = super::openapi::ErrorBody),
+        (status = 413, description = "The file is over `[media] max_upload_mb` (`detail.limit_bytes`)", body = super::openapi::ErrorBody),
+        (status = 415, description = "A format that is not read", body = super::openapi::ErrorBody),
+        (status = 422, description = "The file does not decode (`detail.field` = `body`)", body = super::openapi::ErrorBody),
+        (status = 500, description = "The file could not be stored", body = super::openapi::ErrorBody),
+        (status = 503, description = "Other uploads are being decoded (`Retry-After`), or the server has no media library", body = super::openapi::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    )
+)]
 async fn upload(
     state: web::Data<AppState>,
     request: HttpRequest,
@@ -185,6 +253,20 @@ async fn upload(
         .json(entry))
 }
 
+/// `DELETE /api/media/{id}`
+#[utoipa::path(
+    delete,
+    path = "/api/media/{id}",
+    tag = "media",
+    params(("id" = String, Path, description = "The file's id")),
+    responses(
+        (status = 204, description = "The file is gone"),
+        (status = 404, description = "No such file", body = super::openapi::ErrorBody),
+        (status = 409, description = "A file of the watched folder (remove it there)", body = super::openapi::ErrorBody),
+        (status = 500, description = "The file could not be removed", body = super::openapi::ErrorBody),
+        (status = 503, description = "The server has no media library", body = super::openapi::ErrorBody),
+    )
+)]
 async fn remove(
     state: web::Data<AppState>,
     id: web::Path<String>,

@@ -3,6 +3,7 @@
 
 mod console;
 mod media;
+mod openapi;
 mod play_events;
 mod playlists;
 mod station_events;
@@ -20,6 +21,7 @@ use actix_web::http::header::{self, CacheControl, CacheDirective};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Access;
 use crate::config::Config;
@@ -190,12 +192,30 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.configure(playlists::configure);
     cfg.configure(media::configure);
     cfg.configure(console::configure);
+    cfg.configure(openapi::configure);
 }
 
-async fn not_found() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::NotFound)
+/// Unknown paths: 404. A known path asked with a method it does not take: 405, with
+/// the methods it takes in `Allow` (from the OpenAPI document).
+async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    match openapi::allowed_methods(req.path()) {
+        Some(allowed) => Ok(openapi::method_not_allowed(req.method(), &allowed)),
+        None => Err(ApiError::NotFound),
+    }
 }
 
+/// `GET /stations/{id}`: the player page of a station.
+#[utoipa::path(
+    get,
+    path = "/stations/{id}",
+    tag = "pages",
+    params(("id" = String, Path, description = "The station's id")),
+    responses(
+        (status = 200, description = "The player page", content_type = "text/html", body = String),
+        (status = 404, description = "No such station", body = openapi::ErrorBody),
+        (status = 500, description = "The player page is missing from this build", content_type = "text/plain", body = String),
+    )
+)]
 async fn station_page(
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -204,9 +224,13 @@ async fn station_page(
     Ok(web_files::station_page())
 }
 
-#[derive(Debug, Deserialize)]
+/// The rendition a listener asks for.
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct StreamQuery {
+    /// The rendition's bitrate in kb/s (one of the station's `renditions`); the
+    /// station's first rendition when left out.
     bitrate: Option<u32>,
 }
 
@@ -225,6 +249,21 @@ fn rendition_index(station: &Station, bitrate: Option<u32>) -> Result<usize, Api
         .unwrap_or_default())
 }
 
+/// `GET /stations/{id}/ws`: the station's Opus packets over a WebSocket (the
+/// protocol is in docs/PROTOCOL.md).
+#[utoipa::path(
+    get,
+    path = "/stations/{id}/ws",
+    tag = "listen",
+    params(("id" = String, Path, description = "The station's id"), StreamQuery),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol: a `hello` message, then Opus packets and `now_playing` messages"),
+        (status = 400, description = "No such rendition (`detail.available_kbps`), a bad query or a failed handshake", body = openapi::ErrorBody),
+        (status = 404, description = "No such station", body = openapi::ErrorBody),
+        (status = 503, description = "A listener cap is reached, or the station is stopped", body = openapi::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait (listener caps)"))),
+    )
+)]
 async fn websocket(
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -248,6 +287,20 @@ async fn websocket(
     Ok(response)
 }
 
+/// `GET /stations/{id}/stream.opus`: the station as an endless Ogg Opus stream.
+#[utoipa::path(
+    get,
+    path = "/stations/{id}/stream.opus",
+    tag = "listen",
+    params(("id" = String, Path, description = "The station's id"), StreamQuery),
+    responses(
+        (status = 200, description = "An endless Ogg Opus stream", content_type = "audio/ogg", body = openapi::Binary),
+        (status = 400, description = "No such rendition (`detail.available_kbps`) or a bad query", body = openapi::ErrorBody),
+        (status = 404, description = "No such station", body = openapi::ErrorBody),
+        (status = 503, description = "A listener cap is reached, or the station is stopped", body = openapi::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait (listener caps)"))),
+    )
+)]
 async fn http_stream(
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -285,7 +338,7 @@ async fn http_stream(
 }
 
 /// A station as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct StationView {
     pub id: String,
     pub name: String,
@@ -300,7 +353,7 @@ pub struct StationView {
 }
 
 /// A queued track as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct UpNext {
     pub track_id: String,
     pub title: String,
@@ -332,11 +385,35 @@ impl StationView {
     }
 }
 
-async fn list_stations(state: web::Data<AppState>) -> HttpResponse {
-    let stations: Vec<_> = state.stations.iter().map(|s| StationView::of(s)).collect();
-    HttpResponse::Ok().json(json!({ "stations": stations }))
+/// Every station.
+#[derive(Debug, Serialize, ToSchema)]
+struct StationList {
+    stations: Vec<StationView>,
 }
 
+/// `GET /api/stations`
+#[utoipa::path(
+    get,
+    path = "/api/stations",
+    tag = "stations",
+    responses((status = 200, description = "Every station", body = StationList))
+)]
+async fn list_stations(state: web::Data<AppState>) -> HttpResponse {
+    let stations: Vec<_> = state.stations.iter().map(|s| StationView::of(s)).collect();
+    HttpResponse::Ok().json(StationList { stations })
+}
+
+/// `GET /api/stations/{id}`
+#[utoipa::path(
+    get,
+    path = "/api/stations/{id}",
+    tag = "stations",
+    params(("id" = String, Path, description = "The station's id")),
+    responses(
+        (status = 200, description = "The station", body = StationView),
+        (status = 404, description = "No such station", body = openapi::ErrorBody),
+    )
+)]
 async fn get_station(
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -345,7 +422,7 @@ async fn get_station(
 }
 
 /// `POST /api/admin/chaos`: which actor of which station to kill, and how.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ChaosRequest {
     station: String,
@@ -353,6 +430,20 @@ struct ChaosRequest {
     mode: crate::supervise::chaos::ChaosMode,
 }
 
+/// `POST /api/admin/chaos`: kills one actor of a station (`[chaos] enabled` only).
+#[utoipa::path(
+    post,
+    path = "/api/admin/chaos",
+    tag = "admin",
+    request_body = ChaosRequest,
+    responses(
+        (status = 202, description = "The actor was killed; its supervisor restarts it", body = crate::supervise::chaos::Killed),
+        (status = 403, description = "Chaos hooks are disabled, or the token's role is below admin", body = openapi::ErrorBody),
+        (status = 404, description = "No such station", body = openapi::ErrorBody),
+        (status = 409, description = "Nothing to kill (no listener, or the station is stopped)", body = openapi::ErrorBody),
+        (status = 503, description = "The station is stopped", body = openapi::ErrorBody),
+    )
+)]
 async fn chaos(
     state: web::Data<AppState>,
     request: ApiJson<ChaosRequest>,
@@ -365,15 +456,60 @@ async fn chaos(
     Ok(HttpResponse::Accepted().json(killed))
 }
 
+/// `GET /metrics`: Prometheus metrics.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "The metrics in Prometheus' text format", content_type = "text/plain", body = String))
+)]
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.metrics.render())
 }
 
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "status": "alive" }))
+/// The answer of `/healthz`.
+#[derive(Debug, Serialize, ToSchema)]
+struct Liveness {
+    /// Always `alive`.
+    status: &'static str,
 }
+
+/// `GET /healthz`: the process answers.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "The process is alive", body = Liveness))
+)]
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(Liveness { status: "alive" })
+}
+
+/// The answer of `/readyz`.
+#[derive(Debug, Serialize, ToSchema)]
+struct Readiness<'a> {
+    /// `ready` or `not ready`.
+    status: &'static str,
+    /// Stations whose audio does not flow (only when not ready).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stations_without_audio: Option<Vec<&'a str>>,
+    /// Stations playing their fallback loop or restarting (only when not ready).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stations_degraded: Option<Vec<&'a str>>,
+}
+
+/// `GET /readyz`: every station's audio flows.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Every station's audio flows", body = Readiness),
+        (status = 503, description = "A station has no audio or is degraded", body = Readiness),
+    )
+)]
 
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let not_flowing: Vec<&str> = state
@@ -389,12 +525,16 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         .map(|s| s.id())
         .collect();
     if not_flowing.is_empty() && degraded.is_empty() {
-        HttpResponse::Ok().json(json!({ "status": "ready" }))
+        HttpResponse::Ok().json(Readiness {
+            status: "ready",
+            stations_without_audio: None,
+            stations_degraded: None,
+        })
     } else {
-        HttpResponse::ServiceUnavailable().json(json!({
-            "status": "not ready",
-            "stations_without_audio": not_flowing,
-            "stations_degraded": degraded,
-        }))
+        HttpResponse::ServiceUnavailable().json(Readiness {
+            status: "not ready",
+            stations_without_audio: Some(not_flowing),
+            stations_degraded: Some(degraded),
+        })
     }
 }

@@ -7,12 +7,16 @@ use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError, web};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::ToSchema;
 
-use super::AppState;
+use super::{ApiJson, AppState};
 use crate::playlists::{Playlist, PlaylistError, PlaylistInput, PlaylistItem};
-use crate::station::{QueueRequest, SkipTrack, Station, SwapPlaylist, SwapWhen};
+use crate::station::{
+    NowPlaying, QueueOutcome, QueueRequest, SkipOutcome, SkipTrack, Station, SwapOutcome,
+    SwapPlaylist, SwapWhen, TrackInfo,
+};
 
 /// How long a request waits for the station's scheduler to answer.
 const SCHEDULER_TIMEOUT: Duration = Duration::from_secs(2);
@@ -108,12 +112,36 @@ fn media_exists(state: &AppState, id: &str) -> bool {
         .is_some_and(|library| library.get(id).is_some())
 }
 
-async fn list(state: web::Data<AppState>) -> HttpResponse {
-    let playlists = state.stations.playlists().list();
-    let playlists: Vec<&Playlist> = playlists.iter().map(|p| &**p).collect();
-    HttpResponse::Ok().json(json!({ "playlists": playlists }))
+/// Every playlist.
+#[derive(Debug, Serialize, ToSchema)]
+struct PlaylistList {
+    playlists: Vec<Playlist>,
 }
 
+/// `GET /api/playlists`
+#[utoipa::path(
+    get,
+    path = "/api/playlists",
+    tag = "playlists",
+    responses((status = 200, description = "Every playlist", body = PlaylistList))
+)]
+async fn list(state: web::Data<AppState>) -> HttpResponse {
+    let playlists = state.stations.playlists().list();
+    let playlists = playlists.iter().map(|p| Playlist::clone(p)).collect();
+    HttpResponse::Ok().json(PlaylistList { playlists })
+}
+
+/// `GET /api/playlists/{name}`
+#[utoipa::path(
+    get,
+    path = "/api/playlists/{name}",
+    tag = "playlists",
+    params(("name" = String, Path, description = "The playlist's name")),
+    responses(
+        (status = 200, description = "The playlist", body = Playlist),
+        (status = 404, description = "No such playlist", body = super::openapi::ErrorBody),
+    )
+)]
 async fn get(
     state: web::Data<AppState>,
     name: web::Path<String>,
@@ -126,11 +154,25 @@ async fn get(
     Ok(HttpResponse::Ok().json(&*playlist))
 }
 
+/// `POST /api/playlists`: a new playlist, named in the body.
+#[utoipa::path(
+    post,
+    path = "/api/playlists",
+    tag = "playlists",
+    request_body = PlaylistInput,
+    responses(
+        (status = 201, description = "The playlist was made", body = Playlist,
+            headers(("Location" = String, description = "The playlist's URL"))),
+        (status = 409, description = "A playlist of this name exists", body = super::openapi::ErrorBody),
+        (status = 422, description = "A field is invalid (`detail.field`)", body = super::openapi::ErrorBody),
+        (status = 500, description = "The playlists could not be saved", body = super::openapi::ErrorBody),
+    )
+)]
 async fn create(
     state: web::Data<AppState>,
-    body: web::Json<PlaylistInput>,
+    body: ApiJson<PlaylistInput>,
 ) -> Result<HttpResponse, ControlError> {
-    let input = body.into_inner();
+    let input = body.0;
     let name = input.name.clone().unwrap_or_default();
     let playlist = Playlist::from_input(&name, input, &|id| media_exists(&state, id))?;
     let playlist = state.stations.playlists().create(playlist)?;
@@ -139,12 +181,26 @@ async fn create(
         .json(&*playlist))
 }
 
+/// `PUT /api/playlists/{name}`: replaces a playlist.
+#[utoipa::path(
+    put,
+    path = "/api/playlists/{name}",
+    tag = "playlists",
+    params(("name" = String, Path, description = "The playlist's name")),
+    request_body = PlaylistInput,
+    responses(
+        (status = 200, description = "The playlist as stored", body = Playlist),
+        (status = 404, description = "No such playlist", body = super::openapi::ErrorBody),
+        (status = 422, description = "A field is invalid, or the body names another playlist (`detail.field`)", body = super::openapi::ErrorBody),
+        (status = 500, description = "The playlists could not be saved", body = super::openapi::ErrorBody),
+    )
+)]
 async fn replace(
     state: web::Data<AppState>,
     name: web::Path<String>,
-    body: web::Json<PlaylistInput>,
+    body: ApiJson<PlaylistInput>,
 ) -> Result<HttpResponse, ControlError> {
-    let input = body.into_inner();
+    let input = body.0;
     if let Some(body_name) = &input.name
         && body_name != name.as_str()
     {
@@ -158,6 +214,19 @@ async fn replace(
     Ok(HttpResponse::Ok().json(&*playlist))
 }
 
+/// `DELETE /api/playlists/{name}`
+#[utoipa::path(
+    delete,
+    path = "/api/playlists/{name}",
+    tag = "playlists",
+    params(("name" = String, Path, description = "The playlist's name")),
+    responses(
+        (status = 204, description = "The playlist is gone"),
+        (status = 404, description = "No such playlist", body = super::openapi::ErrorBody),
+        (status = 409, description = "A station plays it", body = super::openapi::ErrorBody),
+        (status = 500, description = "The playlists could not be saved", body = super::openapi::ErrorBody),
+    )
+)]
 async fn delete(
     state: web::Data<AppState>,
     name: web::Path<String>,
@@ -166,38 +235,74 @@ async fn delete(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// What a station plays from and what comes next.
+#[derive(Debug, Serialize, ToSchema)]
+struct StationPlaylist {
+    station: String,
+    /// The playlist the station plays.
+    playlist: Option<String>,
+    now_playing: Option<NowPlaying>,
+    /// Rendered tracks waiting for air, next first.
+    up_next: Vec<TrackInfo>,
+    /// Requests waiting to be rendered.
+    requests_waiting: usize,
+}
+
 /// `GET /api/stations/{id}/playlist`: what the station plays from and what comes next.
+#[utoipa::path(
+    get,
+    path = "/api/stations/{id}/playlist",
+    tag = "playlists",
+    params(("id" = String, Path, description = "The station's id")),
+    responses(
+        (status = 200, description = "The station's playlist and queue", body = StationPlaylist),
+        (status = 404, description = "No such station", body = super::openapi::ErrorBody),
+    )
+)]
 async fn station_playlist(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ControlError> {
     let station = station(&state, &id)?;
     let up_next = station.board.up_next();
-    let up_next: Vec<&crate::station::TrackInfo> = up_next.iter().map(|t| &**t).collect();
-    Ok(HttpResponse::Ok().json(json!({
-        "station": station.id(),
-        "playlist": station.playlist_name(),
-        "now_playing": station.now_playing(),
-        "up_next": up_next,
-        "requests_waiting": station.requests_waiting(),
-    })))
+    Ok(HttpResponse::Ok().json(StationPlaylist {
+        station: station.id().to_string(),
+        playlist: station.playlist_name(),
+        now_playing: station.now_playing(),
+        up_next: up_next.iter().map(|t| TrackInfo::clone(t)).collect(),
+        requests_waiting: station.requests_waiting(),
+    }))
 }
 
 /// `PUT /api/stations/{id}/playlist`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SwapBody {
     playlist: String,
     when: SwapWhen,
 }
 
+/// `PUT /api/stations/{id}/playlist`: swaps the station's playlist, now (a crossfade
+/// into the new playlist's first track) or after the track on air.
+#[utoipa::path(
+    put,
+    path = "/api/stations/{id}/playlist",
+    tag = "playlists",
+    params(("id" = String, Path, description = "The station's id")),
+    request_body = SwapBody,
+    responses(
+        (status = 200, description = "The swap is under way", body = SwapOutcome),
+        (status = 404, description = "No such station or playlist (`detail.field`)", body = super::openapi::ErrorBody),
+        (status = 503, description = "The station is not running or did not answer in time", body = super::openapi::ErrorBody),
+    )
+)]
 async fn swap(
     state: web::Data<AppState>,
     id: web::Path<String>,
-    body: web::Json<SwapBody>,
+    body: ApiJson<SwapBody>,
 ) -> Result<HttpResponse, ControlError> {
     let station = station(&state, &id)?;
-    let SwapBody { playlist, when } = body.into_inner();
+    let SwapBody { playlist, when } = body.0;
     let scheduler = station
         .scheduler()
         .ok_or_else(|| ControlError::StationDown(station.id().to_string()))?;
@@ -220,6 +325,18 @@ async fn swap(
     }
 }
 
+/// `POST /api/stations/{id}/skip`: crossfades into the next track now.
+#[utoipa::path(
+    post,
+    path = "/api/stations/{id}/skip",
+    tag = "playlists",
+    params(("id" = String, Path, description = "The station's id")),
+    responses(
+        (status = 200, description = "The skip is under way", body = SkipOutcome),
+        (status = 404, description = "No such station", body = super::openapi::ErrorBody),
+        (status = 503, description = "The station is not running or did not answer in time", body = super::openapi::ErrorBody),
+    )
+)]
 async fn skip(
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -234,13 +351,28 @@ async fn skip(
     }
 }
 
+/// `POST /api/stations/{id}/queue`: plays a request after the track on air.
+#[utoipa::path(
+    post,
+    path = "/api/stations/{id}/queue",
+    tag = "playlists",
+    params(("id" = String, Path, description = "The station's id")),
+    request_body = PlaylistItem,
+    responses(
+        (status = 202, description = "The request waits in the queue", body = QueueOutcome),
+        (status = 404, description = "No such station", body = super::openapi::ErrorBody),
+        (status = 409, description = "The request queue is full (`detail.limit`)", body = super::openapi::ErrorBody),
+        (status = 422, description = "A field is invalid (`detail.field`)", body = super::openapi::ErrorBody),
+        (status = 503, description = "The station is not running or did not answer in time", body = super::openapi::ErrorBody),
+    )
+)]
 async fn queue(
     state: web::Data<AppState>,
     id: web::Path<String>,
-    body: web::Json<PlaylistItem>,
+    body: ApiJson<PlaylistItem>,
 ) -> Result<HttpResponse, ControlError> {
     let station = station(&state, &id)?;
-    let item = body.into_inner();
+    let item = body.0;
     item.validate("", &|media| media_exists(&state, media))?;
     let scheduler = station
         .scheduler()

@@ -33,6 +33,19 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/stations/{id}/events", web::get().to(station_events));
 }
 
+/// `GET /api/stations/{id}/events`: the station's changes as server-sent events
+/// (see the module documentation).
+#[utoipa::path(
+    get,
+    path = "/api/stations/{id}/events",
+    tag = "stations",
+    params(("id" = String, Path, description = "The station's id")),
+    responses(
+        (status = 200, description = "An endless event stream: `station`, `track_change` and `listeners` events whose data is JSON", content_type = "text/event-stream", body = String),
+        (status = 404, description = "No such station", body = super::openapi::ErrorBody),
+        (status = 503, description = "The station is stopped", body = super::openapi::ErrorBody),
+    )
+)]
 async fn station_events(
     state: web::Data<AppState>,
     hub: web::Data<StationEvents>,

@@ -250,17 +250,43 @@ impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
                 }
                 body.extend_from_slice(&chunk);
             }
-            let mut deserializer = serde_json::Deserializer::from_slice(&body);
-            let value: T =
-                serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-                    let path = error.path().to_string();
-                    json_error(error.inner(), Some(&path))
-                })?;
-            deserializer
-                .end()
-                .map_err(|error| json_error(&error, None))?;
+            let mut json: serde_json::Value =
+                serde_json::from_slice(&body).map_err(|error| json_error(&error, None))?;
+            integral_numbers_as_integers(&mut json);
+            let value: T = serde_path_to_error::deserialize(json).map_err(|error| {
+                let path = error.path().to_string();
+                json_error(error.inner(), Some(&path))
+            })?;
             Ok(Self(value))
         })
+    }
+}
+
+/// Numbers with no fraction written as floats (`282.0`) become integers, so that an
+/// integer field takes them: JSON Schema, and so the OpenAPI document, counts them
+/// as integers. Numbers outside the 64-bit integers stay as they are.
+fn integral_numbers_as_integers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    /// 2^64 and -2^63, exactly representable as `f64`.
+    const U64_END: f64 = 18_446_744_073_709_551_616.0;
+    const I64_START: f64 = -9_223_372_036_854_775_808.0;
+    match value {
+        Value::Number(number) => {
+            let Some(float) = number.as_f64().filter(|_| number.is_f64()) else {
+                return;
+            };
+            if float.fract() != 0.0 {
+                return;
+            }
+            if (0.0..U64_END).contains(&float) {
+                *number = serde_json::Number::from(float as u64);
+            } else if (I64_START..0.0).contains(&float) {
+                *number = serde_json::Number::from(float as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_numbers_as_integers),
+        Value::Object(fields) => fields.values_mut().for_each(integral_numbers_as_integers),
+        Value::Null | Value::Bool(_) | Value::String(_) => {}
     }
 }
 
@@ -463,6 +489,35 @@ mod tests {
         );
         let (status, _) = answer("/page?limit=7", "", JSON).await;
         assert_eq!(status, 200);
+    }
+
+    #[actix_web::test]
+    async fn integral_floats_are_integers() {
+        let (status, body) = answer(
+            "/exact",
+            r#"{"title":"a","items":[{"name":"x","seed":282.0}]}"#,
+            JSON,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let (status, body) = answer(
+            "/exact",
+            r#"{"title":"a","items":[{"name":"x","seed":2.5}]}"#,
+            JSON,
+        )
+        .await;
+        assert_eq!(
+            (status, body["detail"]["field"].as_str()),
+            (400, Some("items[0].seed")),
+            "{body}"
+        );
+        let (status, _) = answer(
+            "/exact",
+            r#"{"title":"a","items":[{"name":"x","seed":-1.0}]}"#,
+            JSON,
+        )
+        .await;
+        assert_eq!(status, 400);
     }
 
     #[test]

@@ -35,6 +35,16 @@ fn serve(name: &str, revalidate: bool) -> Result<HttpResponse, ApiError> {
         .body(file.contents()))
 }
 
+/// `GET /`: the station list.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "pages",
+    responses(
+        (status = 200, description = "The station list page", content_type = "text/html", body = String),
+        (status = 404, description = "Missing from this build", body = super::openapi::ErrorBody),
+    )
+)]
 pub(super) async fn index() -> Result<HttpResponse, ApiError> {
     serve("index.html", true)
 }
@@ -47,10 +57,41 @@ pub(super) fn station_page() -> HttpResponse {
     })
 }
 
+/// `GET /console`: the operator console.
+#[utoipa::path(
+    get,
+    path = "/console",
+    tag = "pages",
+    responses(
+        (status = 200, description = "The operator console page", content_type = "text/html", body = String),
+        (status = 404, description = "Missing from this build", body = super::openapi::ErrorBody),
+    )
+)]
 pub(super) async fn console_page() -> Result<HttpResponse, ApiError> {
     serve("console.html", true)
 }
 
+/// `GET /assets/{file}`: a file of the web player or the console.
+#[utoipa::path(
+    get,
+    path = "/assets/{file}",
+    tag = "pages",
+    params(("file" = String, Path, description = "The file's name, e.g. `player.js`")),
+    responses(
+        (status = 200, description = "The file", content(
+            (String = "text/javascript"),
+            (String = "text/css"),
+            (String = "text/html"),
+            (String = "image/svg+xml"),
+            (super::openapi::Binary = "image/png"),
+            (super::openapi::Binary = "image/x-icon"),
+            (Object = "application/json"),
+            (Object = "application/manifest+json"),
+            (super::openapi::Binary = "application/octet-stream"),
+        )),
+        (status = 404, description = "No such file", body = super::openapi::ErrorBody),
+    )
+)]
 pub(super) async fn asset(file: web::Path<String>) -> Result<HttpResponse, ApiError> {
     if file.contains('/') || file.starts_with('.') {
         return Err(ApiError::NotFound);
@@ -58,10 +99,30 @@ pub(super) async fn asset(file: web::Path<String>) -> Result<HttpResponse, ApiEr
     serve(&file, true)
 }
 
+/// `GET /manifest.webmanifest`: the web app manifest of the player.
+#[utoipa::path(
+    get,
+    path = "/manifest.webmanifest",
+    tag = "pages",
+    responses(
+        (status = 200, description = "The manifest", content_type = "application/manifest+json", body = Object),
+        (status = 404, description = "Missing from this build", body = super::openapi::ErrorBody),
+    )
+)]
 pub(super) async fn manifest() -> Result<HttpResponse, ApiError> {
     serve("manifest.webmanifest", true)
 }
 
+/// `GET /sw.js`: the player's service worker.
+#[utoipa::path(
+    get,
+    path = "/sw.js",
+    tag = "pages",
+    responses(
+        (status = 200, description = "The service worker", content_type = "text/javascript", body = String),
+        (status = 404, description = "Missing from this build", body = super::openapi::ErrorBody),
+    )
+)]
 pub(super) async fn service_worker() -> Result<HttpResponse, ApiError> {
     serve("sw.js", true)
 }
