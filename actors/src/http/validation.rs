@@ -500,6 +500,14 @@ mod tests {
         )
         .await;
         assert_eq!(status, 200, "{body}");
+        // Exactly this integer only when floats are parsed correctly rounded.
+        let (status, body) = answer(
+            "/exact",
+            r#"{"title":"a","items":[{"name":"x","seed":2099209259406883.0}]}"#,
+            JSON,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
         let (status, body) = answer(
             "/exact",
             r#"{"title":"a","items":[{"name":"x","seed":2.5}]}"#,
