@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The default configuration, as shipped in `config/sonicforge.toml`.
 pub const DEFAULT_CONFIG: &str = include_str!("../../config/sonicforge.toml");
@@ -284,6 +284,9 @@ pub struct LimitsConfig {
     pub max_listeners: u32,
     /// Listeners of one station; 0 for no cap.
     pub max_listeners_per_station: u32,
+    /// Stations of the process, from the config file and the station API together
+    /// (1..=256): each runs five threads and keeps tracks rendered ahead.
+    pub max_stations: usize,
     /// Largest JSON request body, in KiB (1..=65536). Uploads have their own limit.
     pub json_body_kb: u32,
     /// Origins (like `https://radio.example.com`) whose pages may call the API from a
@@ -303,6 +306,7 @@ impl Default for LimitsConfig {
             tracked_addresses: 100_000,
             max_listeners: 20_000,
             max_listeners_per_station: 0,
+            max_stations: 16,
             json_body_kb: 64,
             cors_origins: Vec::new(),
         }
@@ -505,7 +509,7 @@ fn check_http_page_ms(page_ms: u32) -> Result<(), String> {
 }
 
 /// One station.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StationConfig {
     /// Used in URLs; lowercase letters, digits, '-' and '_'.
@@ -529,6 +533,7 @@ pub struct StationConfig {
     pub track_seconds: Option<f32>,
     /// Tracks rendered ahead of the one on air (2..=16).
     #[serde(default = "default_upcoming")]
+    #[schema(minimum = 2, maximum = 16)]
     pub upcoming_tracks: usize,
     /// Integrated loudness of this station's tracks in LUFS; absent: `mastering.target_lufs`.
     #[serde(default)]
@@ -545,6 +550,7 @@ pub struct StationConfig {
     /// Playlists whose first track is kept rendered ahead, so that a swap to one of
     /// them needs no render (0..=8; the most recently created, changed or swapped).
     #[serde(default = "default_swap_ready_playlists")]
+    #[schema(maximum = 8)]
     pub swap_ready_playlists: usize,
     /// Minutes between jingles (1..=1440); needs `jingle`.
     #[serde(default)]
@@ -720,108 +726,33 @@ impl Config {
             .validate()
             .map_err(|(key, message)| invalid(key, message))?;
         self.validate_auth_and_limits(origin)?;
-        for (index, station) in self.stations.iter().enumerate() {
-            if let Some(target) = station.mastering_target_lufs {
-                let key = format!("stations[{index}].mastering_target_lufs");
-                if !target.is_finite() {
-                    return Err(invalid(key, format!("{target} is not a number")));
-                }
-                check_range(&key, target, -60.0, 0.0).map_err(|m| invalid(key.clone(), m))?;
-            }
-        }
-
         if self.stations.is_empty() {
             return Err(invalid(
                 "stations".into(),
                 "at least one station is needed".into(),
             ));
         }
+        if self.stations.len() > self.limits.max_stations {
+            return Err(invalid(
+                "stations".into(),
+                format!(
+                    "{} stations; [limits] max_stations allows {}",
+                    self.stations.len(),
+                    self.limits.max_stations
+                ),
+            ));
+        }
         let mut ids = HashSet::new();
         for (index, station) in self.stations.iter().enumerate() {
-            let key = |field: &str| format!("stations[{index}].{field}");
-            if station.id.is_empty()
-                || station.id.len() > 64
-                || !station
-                    .id
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-            {
-                return Err(invalid(
-                    key("id"),
-                    format!(
-                        "`{}` must be 1 to 64 lowercase letters, digits, '-' or '_'",
-                        station.id
-                    ),
-                ));
-            }
+            station.validate().map_err(|error| {
+                invalid(format!("stations[{index}].{}", error.field), error.message)
+            })?;
             if !ids.insert(station.id.as_str()) {
                 return Err(invalid(
-                    key("id"),
+                    format!("stations[{index}].id"),
                     format!("station `{}` is defined twice", station.id),
                 ));
             }
-            if station.name.trim().is_empty() {
-                return Err(invalid(key("name"), "must not be empty".into()));
-            }
-            if station.renditions_kbps.is_empty() {
-                return Err(invalid(
-                    key("renditions_kbps"),
-                    "at least one rendition is needed".into(),
-                ));
-            }
-            let mut seen = HashSet::new();
-            for (r, kbps) in station.renditions_kbps.iter().enumerate() {
-                let rendition_key = format!("stations[{index}].renditions_kbps[{r}]");
-                check_range(&rendition_key, *kbps, 6, 510)
-                    .map_err(|m| invalid(rendition_key.clone(), m))?;
-                if !seen.insert(*kbps) {
-                    return Err(invalid(
-                        rendition_key,
-                        format!("{kbps} kb/s is listed twice"),
-                    ));
-                }
-            }
-            check_range(&key("crossfade_ms"), station.crossfade_ms, 0, 30_000)
-                .map_err(|m| invalid(key("crossfade_ms"), m))?;
-            check_range(&key("dead_air_ms"), station.dead_air_ms, 500, 60_000)
-                .map_err(|m| invalid(key("dead_air_ms"), m))?;
-            if let Some(seconds) = station.track_seconds
-                && !(1.0..=1200.0).contains(&seconds)
-            {
-                return Err(invalid(
-                    key("track_seconds"),
-                    format!("{seconds} is outside 1..=1200 seconds"),
-                ));
-            }
-            if !(2..=16).contains(&station.upcoming_tracks) {
-                return Err(invalid(
-                    key("upcoming_tracks"),
-                    format!("{} is outside 2..=16", station.upcoming_tracks),
-                ));
-            }
-            if station.playlist.is_empty() {
-                return Err(invalid(
-                    key("playlist"),
-                    "at least one prompt is needed".into(),
-                ));
-            }
-            for (p, prompt) in station.playlist.iter().enumerate() {
-                if let Err(error) = sonicforge_engine::generate::parse_prompt(prompt) {
-                    return Err(invalid(
-                        format!("stations[{index}].playlist[{p}]"),
-                        error.to_string(),
-                    ));
-                }
-            }
-            if let Some(packets) = station.send_batch_packets {
-                check_send_batch_packets(packets)
-                    .map_err(|m| invalid(key("send_batch_packets"), m))?;
-            }
-            if let Some(page_ms) = station.http_page_ms {
-                check_http_page_ms(page_ms).map_err(|m| invalid(key("http_page_ms"), m))?;
-            }
-            validate_station_playlists(station)
-                .map_err(|(field, message)| invalid(key(&field), message))?;
         }
         Ok(())
     }
@@ -1008,6 +939,7 @@ impl Config {
                 1,
                 65_536,
             ),
+            ("limits.max_stations", limits.max_stations as u64, 1, 256),
         ] {
             check_range(key, value, min, max).map_err(|m| invalid(key, m))?;
         }
@@ -1043,6 +975,107 @@ fn check_range<T: PartialOrd + Copy + std::fmt::Display>(
         Ok(())
     } else {
         Err(format!("{value} is outside {min}..={max} (key {key})"))
+    }
+}
+
+/// A key of a station's settings that is out of range or malformed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("key `{field}`: {message}")]
+pub struct InvalidStationField {
+    /// The key under the station, e.g. `renditions_kbps[1]`.
+    pub field: String,
+    pub message: String,
+}
+
+impl StationConfig {
+    /// Checks every key of the station, as the config file check and the station API
+    /// do; the error names the first bad key.
+    pub fn validate(&self) -> Result<(), InvalidStationField> {
+        let invalid = |field: &str, message: String| InvalidStationField {
+            field: field.to_string(),
+            message,
+        };
+        if self.id.is_empty()
+            || self.id.len() > 64
+            || !self
+                .id
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        {
+            return Err(invalid(
+                "id",
+                format!(
+                    "`{}` must be 1 to 64 lowercase letters, digits, '-' or '_'",
+                    self.id
+                ),
+            ));
+        }
+        if self.name.trim().is_empty() {
+            return Err(invalid("name", "must not be empty".into()));
+        }
+        if self.renditions_kbps.is_empty() {
+            return Err(invalid(
+                "renditions_kbps",
+                "at least one rendition is needed".into(),
+            ));
+        }
+        if self.renditions_kbps.len() > 8 {
+            return Err(invalid(
+                "renditions_kbps",
+                format!("{} renditions; at most 8", self.renditions_kbps.len()),
+            ));
+        }
+        let mut seen = HashSet::new();
+        for (r, kbps) in self.renditions_kbps.iter().enumerate() {
+            let key = format!("renditions_kbps[{r}]");
+            check_range(&key, *kbps, 6, 510).map_err(|m| invalid(&key, m))?;
+            if !seen.insert(*kbps) {
+                return Err(invalid(&key, format!("{kbps} kb/s is listed twice")));
+            }
+        }
+        check_range("crossfade_ms", self.crossfade_ms, 0, 30_000)
+            .map_err(|m| invalid("crossfade_ms", m))?;
+        check_range("dead_air_ms", self.dead_air_ms, 500, 60_000)
+            .map_err(|m| invalid("dead_air_ms", m))?;
+        if let Some(seconds) = self.track_seconds
+            && !(1.0..=1200.0).contains(&seconds)
+        {
+            return Err(invalid(
+                "track_seconds",
+                format!("{seconds} is outside 1..=1200 seconds"),
+            ));
+        }
+        if !(2..=16).contains(&self.upcoming_tracks) {
+            return Err(invalid(
+                "upcoming_tracks",
+                format!("{} is outside 2..=16", self.upcoming_tracks),
+            ));
+        }
+        if let Some(target) = self.mastering_target_lufs {
+            if !target.is_finite() {
+                return Err(invalid(
+                    "mastering_target_lufs",
+                    format!("{target} is not a number"),
+                ));
+            }
+            check_range("mastering_target_lufs", target, -60.0, 0.0)
+                .map_err(|m| invalid("mastering_target_lufs", m))?;
+        }
+        if let Some(packets) = self.send_batch_packets {
+            check_send_batch_packets(packets).map_err(|m| invalid("send_batch_packets", m))?;
+        }
+        if let Some(page_ms) = self.http_page_ms {
+            check_http_page_ms(page_ms).map_err(|m| invalid("http_page_ms", m))?;
+        }
+        if self.playlist.is_empty() {
+            return Err(invalid("playlist", "at least one prompt is needed".into()));
+        }
+        for (p, prompt) in self.playlist.iter().enumerate() {
+            if let Err(error) = sonicforge_engine::generate::parse_prompt(prompt) {
+                return Err(invalid(&format!("playlist[{p}]"), error.to_string()));
+            }
+        }
+        validate_station_playlists(self).map_err(|(field, message)| invalid(&field, message))
     }
 }
 
@@ -1180,6 +1213,30 @@ playlist = ["lofi chill 80 bpm A minor"]
     fn empty_prompt_is_refused() {
         let message = error_of(&MINIMAL.replace("[\"lofi chill 80 bpm A minor\"]", "[\"\"]"));
         assert!(message.contains("stations[0].playlist[0]"), "{message}");
+    }
+
+    #[test]
+    fn station_send_batching_overrides_the_listener_defaults() {
+        let config = Config::parse(
+            &format!(
+                "[listeners]\nsend_batch_packets = 2\nhttp_page_ms = 60\n{MINIMAL}{}",
+                MINIMAL.replace("\"main\"", "\"batched\"").replace(
+                    "name = \"Main\"",
+                    "name = \"Batched\"\nsend_batch_packets = 5\nhttp_page_ms = 200"
+                )
+            ),
+            "test.toml",
+        )
+        .unwrap();
+        let main = config
+            .listeners
+            .for_station(config.station("main").unwrap());
+        assert_eq!((main.send_batch_packets, main.http_page_ms), (2, 60));
+        let batched = config
+            .listeners
+            .for_station(config.station("batched").unwrap());
+        assert_eq!((batched.send_batch_packets, batched.http_page_ms), (5, 200));
+        assert_eq!(batched.pre_roll_ms, config.listeners.pre_roll_ms);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod config;
 pub mod events;
+pub mod files;
 pub mod http;
 pub mod http_metrics;
 pub mod listen;
@@ -14,6 +15,7 @@ pub mod metrics;
 pub mod playlists;
 pub mod server;
 pub mod station;
+pub mod station_control;
 pub mod station_events;
 pub mod supervise;
 pub mod webhooks;

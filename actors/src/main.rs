@@ -136,7 +136,7 @@ fn run() -> anyhow::Result<()> {
                 let engine = Engine::start(config).context("cannot start the engine")?;
                 for addr in &engine.addrs {
                     println!("listening on http://{addr}/");
-                    for station in engine.stations.iter() {
+                    for station in engine.stations.running() {
                         println!(
                             "  {}: player http://{addr}/stations/{}",
                             station.config.name,

@@ -15,7 +15,6 @@
 //! [`MediaLibrary::scan_watched`] off async threads (`web::block`).
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -508,15 +507,8 @@ fn unix_ms(time: Option<SystemTime>) -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Writes `bytes` to a temporary file beside `path`, syncs it, and renames it over `path`.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), LibraryError> {
-    let temporary = path.with_extension("partial");
-    let mut file = std::fs::File::create(&temporary).map_err(LibraryError::io(&temporary))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(LibraryError::io(&temporary))?;
-    drop(file);
-    std::fs::rename(&temporary, path).map_err(LibraryError::io(path))
+    crate::files::write_atomically(path, bytes).map_err(LibraryError::io(path))
 }
 
 #[cfg(test)]

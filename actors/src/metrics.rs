@@ -35,6 +35,7 @@ pub struct Metrics {
     pub actor_restart_seconds: HistogramVec,
     pub escalations: IntCounterVec,
     pub station_degraded: IntGaugeVec,
+    pub station_running: IntGaugeVec,
     pub mastering_seconds: HistogramVec,
     pub track_lufs: prometheus::GaugeVec,
     pub track_true_peak_dbtp: prometheus::GaugeVec,
@@ -415,6 +416,16 @@ impl Metrics {
                     Opts::new(
                         "sonicforge_station_degraded",
                         "1 while a station holds its fallback loop on air because restarts did not help; alert on it.",
+                    ),
+                    &["station"],
+                ),
+            ),
+            station_running: build(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "sonicforge_station_running",
+                        "1 while a station runs, 0 while it is stopped through the station API; a removed station has no series.",
                     ),
                     &["station"],
                 ),

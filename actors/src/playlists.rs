@@ -11,7 +11,6 @@
 //! air cannot be deleted.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -505,6 +504,46 @@ impl PlaylistStore {
         Ok(playlist)
     }
 
+    /// Adds the built-in playlist of a station added while the engine runs (a left
+    /// over built-in playlist of the same name is replaced); refuses when an operator's
+    /// playlist has the station's id as its name.
+    pub fn add_station(&self, station: &StationConfig) -> Result<(), PlaylistError> {
+        let mut state = self.lock();
+        if state
+            .playlists
+            .get(&station.id)
+            .is_some_and(|existing| !existing.built_in)
+        {
+            return Err(PlaylistError::Exists(station.id.clone()));
+        }
+        self.store(&mut state, Playlist::of_station(station))
+            .map(drop)
+    }
+
+    /// Forgets a removed station: it plays nothing, and its built-in playlist goes
+    /// unless another station plays it.
+    pub fn remove_station(&self, station: &str) -> Result<(), PlaylistError> {
+        let mut state = self.lock();
+        state.in_use.remove(station);
+        let built_in = state
+            .playlists
+            .get(station)
+            .is_some_and(|playlist| playlist.built_in);
+        let played_elsewhere = state.in_use.values().any(|name| name == station);
+        if !built_in || played_elsewhere {
+            return Ok(());
+        }
+        let Some(removed) = state.playlists.remove(station) else {
+            return Ok(());
+        };
+        if let Err(error) = self.persist(&state) {
+            state.playlists.insert(station.to_string(), removed);
+            return Err(error);
+        }
+        state.touched.remove(station);
+        Ok(())
+    }
+
     /// The playlist `station` plays.
     pub fn playing(&self, station: &str) -> Option<String> {
         self.lock().in_use.get(station).cloned()
@@ -542,15 +581,7 @@ impl PlaylistStore {
         };
         let bytes = serde_json::to_vec_pretty(&stored)
             .map_err(|error| persist_error(std::io::Error::other(error)))?;
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(persist_error)?;
-        }
-        let temporary = path.with_extension("json.tmp");
-        let mut file = std::fs::File::create(&temporary).map_err(persist_error)?;
-        file.write_all(&bytes).map_err(persist_error)?;
-        file.sync_all().map_err(persist_error)?;
-        drop(file);
-        std::fs::rename(&temporary, path).map_err(persist_error)
+        crate::files::write_atomically(path, &bytes).map_err(persist_error)
     }
 }
 
@@ -855,7 +886,41 @@ mod tests {
         assert_eq!(evening.rotation, RotationMode::Shuffle);
         assert_eq!(evening.items[0].seed, Some(4));
         assert_eq!(store.get("main").unwrap().items.len(), 2, "config wins");
-        assert!(!dir.path().join("playlists.json.tmp").exists());
+        assert!(!dir.path().join("playlists.json.partial").exists());
+    }
+
+    #[test]
+    fn stations_added_and_removed_bring_and_take_their_built_in_playlist() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PlaylistStore::open(dir.path(), &[station("main", &["lofi"])]).unwrap();
+        store.add_station(&station("night", &["ambient"])).unwrap();
+        assert!(store.get("night").unwrap().built_in);
+        let reopened = PlaylistStore::open(dir.path(), &[]).unwrap();
+        assert!(reopened.get("night").is_some(), "kept in the file");
+        store.claim("night", "night").unwrap();
+        store.claim("main", "night").unwrap();
+        store.remove_station("night").unwrap();
+        assert!(
+            store.get("night").is_some(),
+            "kept while another station plays it"
+        );
+        assert_eq!(store.playing("night"), None);
+        store.claim("main", "main").unwrap();
+        store.remove_station("night").unwrap();
+        assert!(store.get("night").is_none());
+        // An operator's playlist is never replaced by a station's built-in one.
+        let jazz = Playlist::from_input(
+            "jazz",
+            input(r#"{"items": [{"prompt": "jazz"}]}"#),
+            &no_media,
+        )
+        .unwrap();
+        store.create(jazz).unwrap();
+        assert!(matches!(
+            store.add_station(&station("jazz", &["jazz trio"])),
+            Err(PlaylistError::Exists(name)) if name == "jazz"
+        ));
+        assert!(!store.get("jazz").unwrap().built_in);
     }
 
     #[test]

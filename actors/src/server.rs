@@ -11,17 +11,18 @@ use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::listen::tune_listener_socket;
 use crate::metrics::Metrics;
-use crate::station::{
-    ALIVE_EVERY, AliveMarker, EventStorage, Station, StationError, Stations, UncleanSessions,
-};
+use crate::station::{ALIVE_EVERY, AliveMarker, StationError, Stations};
+use crate::station_control::{StationControl, StationControlError, StoredStations};
 use crate::station_events::StationEvents;
-use crate::supervise::root::{RootSupervisor, Supervise};
+use crate::supervise::root::RootSupervisor;
 
 /// Errors while starting the engine.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error(transparent)]
     Station(#[from] StationError),
+    #[error(transparent)]
+    StationControl(#[from] StationControlError),
     #[error(transparent)]
     Mastering(#[from] crate::mastering::MasteringSetupError),
     #[error(transparent)]
@@ -85,43 +86,42 @@ impl Engine {
         let metrics = Metrics::new();
         let mastering = crate::mastering::choose(&config.mastering)?;
         let event_reader = open_event_reader(&config);
+        let stored = StoredStations::load(&config.server.data_dir)?;
+        let station_configs = stored.with_config_file(&config);
+        let all_configs: Vec<_> = station_configs
+            .iter()
+            .map(|(station, _)| station.clone())
+            .collect();
         let playlists = Arc::new(crate::playlists::PlaylistStore::open(
             &config.server.data_dir,
-            &config.stations,
+            &all_configs,
         )?);
-        let mut stations = Stations::new(Arc::clone(&playlists));
-        for station_config in &config.stations {
-            // Looked up before the station starts, so that only the previous run counts.
-            let unclean = event_reader.as_ref().and_then(|reader| {
-                find_unclean_sessions(reader.as_ref(), &config, &station_config.id, &metrics)
-            });
-            let station = Station::start(
-                station_config.clone(),
-                config.listeners,
-                config.supervision,
-                mastering.clone(),
-                event_storage(&config)?,
-                &metrics,
-                Arc::clone(&playlists),
-            )?;
-            if let Some(unclean) = unclean {
-                close_unclean_sessions(&station, &unclean);
-            }
-            stations.insert(station);
-        }
+        let stations = Arc::new(Stations::new(Arc::clone(&playlists)));
         let root = RootSupervisor::default().start();
-        for station in stations.iter() {
-            root.do_send(Supervise {
-                station: Arc::clone(station),
-                policy: config.supervision.policy(),
-            });
-        }
-        let stations = Arc::new(stations);
-        record_stations_alive(&stations, &config.server.data_dir);
         let station_events = Arc::new(StationEvents::default());
-        for station in stations.iter() {
-            station_events.watch(Arc::clone(station));
+        let config = Arc::new(config);
+        let control = Arc::new(StationControl::new(
+            Arc::clone(&stations),
+            Arc::clone(&config),
+            mastering,
+            metrics.clone(),
+            event_reader.clone(),
+            root.clone(),
+            Arc::clone(&station_events),
+        ));
+        for (station_config, origin) in station_configs {
+            if stored.stopped.contains(&station_config.id) {
+                tracing::info!(station = %station_config.id, "station stays stopped (stopped through the API)");
+                metrics
+                    .station_running
+                    .with_label_values(&[station_config.id.as_str()])
+                    .set(0);
+                stations.insert_stopped(station_config, origin);
+            } else {
+                control.launch(station_config, origin)?;
+            }
         }
+        record_stations_alive(&stations, &config.server.data_dir);
         crate::webhooks::start(
             &config.webhooks,
             |key| std::env::var(key).ok(),
@@ -129,7 +129,6 @@ impl Engine {
             station_events.subscribe_all(),
         )?;
         let station_events = web::Data::from(station_events);
-        let config = Arc::new(config);
         let salt = client_hash_salt(&config.server.data_dir);
         let mut app_state = AppState::new(
             Arc::clone(&stations),
@@ -137,7 +136,8 @@ impl Engine {
             Arc::clone(&config),
             salt,
             access,
-        );
+        )
+        .with_station_control(control);
         if let Some(reader) = event_reader {
             app_state = app_state.with_event_reader(reader);
         }
@@ -212,23 +212,11 @@ impl Engine {
         signals.abort();
         self.stations.stop_all();
         // Listeners have left (the server drained): their last events are queued.
-        for station in self.stations.iter() {
+        for station in self.stations.running() {
             station.flush_events(Duration::from_secs(5)).await;
         }
         result
     }
-}
-
-/// Where the stations' play events go: the configured store (SQLite or the ScyllaDB
-/// cluster), with a spool per station.
-fn event_storage(config: &Config) -> Result<EventStorage, ServerError> {
-    let data_dir = &config.server.data_dir;
-    let store = crate::events::shared_store(&config.events, data_dir)?;
-    Ok(EventStorage::new(
-        store.sink_opener(),
-        &config.events,
-        data_dir,
-    ))
 }
 
 /// The read side of the event store, for the read API and the lookup of sessions left
@@ -246,49 +234,11 @@ fn open_event_reader(config: &Config) -> Option<crate::events::SharedReader> {
     }
 }
 
-/// The listener sessions the previous run of `station` left open; `None` (logged)
-/// when they cannot be looked up.
-fn find_unclean_sessions(
-    reader: &dyn sonicforge_engine::events::EventReader,
-    config: &Config,
-    station: &str,
-    metrics: &Metrics,
-) -> Option<UncleanSessions> {
-    let spool_dir = config
-        .events
-        .spool_directory(&config.server.data_dir)
-        .join(station);
-    let options =
-        sonicforge_engine::events::SpoolOptions::with_max_bytes(config.events.spool_max_bytes());
-    let alive = AliveMarker::new(&config.server.data_dir, station);
-    match UncleanSessions::find(reader, station, &spool_dir, options, &alive) {
-        Ok(found) => {
-            for corruption in &found.spool_corruption {
-                tracing::error!(
-                    station, %corruption,
-                    "bad bytes in the event spool moved aside; the good records are kept"
-                );
-            }
-            metrics
-                .event_spool_corrupt_records
-                .with_label_values(&[station])
-                .inc_by(found.spool_corruption.len() as u64);
-            Some(found)
-        }
-        Err(error) => {
-            tracing::warn!(station, %error, "cannot look up listener sessions left open by an earlier run");
-            None
-        }
-    }
-}
-
 /// Writes every station's [`AliveMarker`] every [`ALIVE_EVERY`], off the audio path,
 /// for as long as the engine runs.
 fn record_stations_alive(stations: &Arc<Stations>, data_dir: &std::path::Path) {
-    let markers: Vec<AliveMarker> = stations
-        .iter()
-        .map(|station| AliveMarker::new(data_dir, station.id()))
-        .collect();
+    let stations = Arc::clone(stations);
+    let data_dir = data_dir.to_path_buf();
     actix::spawn(async move {
         let mut every = tokio::time::interval(ALIVE_EVERY);
         loop {
@@ -296,28 +246,14 @@ fn record_stations_alive(stations: &Arc<Stations>, data_dir: &std::path::Path) {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |elapsed| elapsed.as_millis() as u64);
-            for marker in &markers {
+            for station in stations.running() {
+                let marker = AliveMarker::new(&data_dir, station.id());
                 if let Err(error) = marker.touch(now) {
                     tracing::warn!(%error, ?marker, "cannot record that the station is alive");
                 }
             }
         }
     });
-}
-
-/// Closes the sessions an earlier run left open, with the reason `unclean_shutdown`.
-fn close_unclean_sessions(station: &Station, unclean: &UncleanSessions) {
-    let closing = unclean.closing_events();
-    if closing.is_empty() {
-        return;
-    }
-    tracing::warn!(
-        station = %station.id(), sessions = closing.len(),
-        "closing listener sessions an earlier run left open (it stopped uncleanly)"
-    );
-    for event in closing {
-        station.emit(event);
-    }
 }
 
 /// The salt of listener address hashes, kept in the data directory so that a

@@ -171,18 +171,16 @@ async function loadStations() {
         entry = { data: station, panel: makeStationPanel(station.id) };
         state.stations.set(station.id, entry);
         list.append(entry.panel);
-        subscribe(station.id);
       }
       entry.data = station;
       fillStation(entry);
+      followEvents(station);
     }
     for (const [id, entry] of state.stations) {
       if (seen.has(id)) continue;
       entry.panel.remove();
       state.stations.delete(id);
-      const source = state.sources.get(id);
-      if (source) source.close();
-      state.sources.delete(id);
+      unsubscribe(id);
     }
     fillSwapChoices();
   } catch (error) {
@@ -197,6 +195,7 @@ async function refreshStation(id) {
     if (!entry) return;
     entry.data = station;
     fillStation(entry);
+    followEvents(station);
   } catch (error) {
     if (state.token) status(`Could not refresh station ${id}: ${describe(error)}`, true);
   }
@@ -238,6 +237,15 @@ function makeStationPanel(id) {
       await refreshStation(id);
     }),
   );
+  panel.querySelector('[data-action="stop-start"]').addEventListener("click", () => {
+    const stopping = state.stations.get(id)?.data.state !== "stopped";
+    run(stopping ? "Stopped the station" : "Started the station", async () => {
+      // A stopped station has no event stream: stop following it first.
+      if (stopping) unsubscribe(id);
+      await api("POST", `/api/stations/${encodeURIComponent(id)}/${stopping ? "stop" : "start"}`);
+      await refreshStation(id);
+    });
+  });
   field("queue-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const prompt = field("prompt").value.trim();
@@ -257,13 +265,18 @@ function fillStation(entry) {
   const station = entry.data;
   const field = (name) => entry.panel.querySelector(`[data-field="${name}"]`);
   field("name").textContent = station.name || station.id;
+  const stopped = station.state === "stopped";
   const onAir = field("on-air");
-  onAir.textContent = station.on_air ? "On air" : "Off air";
-  onAir.classList.toggle("live", Boolean(station.on_air));
+  onAir.textContent = stopped ? "Stopped" : station.on_air ? "On air" : "Off air";
+  onAir.classList.toggle("live", Boolean(station.on_air) && !stopped);
+  entry.panel.querySelector('[data-action="stop-start"]').textContent = stopped ? "Start station" : "Stop station";
+  for (const control of entry.panel.querySelectorAll('[data-action^="swap"], [data-action="skip"], [data-field="queue-form"] button')) {
+    control.disabled = stopped;
+  }
   field("listeners").textContent = listenerLabel(station.listeners);
   field("playlist").textContent = station.playlist || "–";
   const now = station.now_playing;
-  field("now-playing").textContent = now ? nowPlayingLabel(now) : "Warming up…";
+  field("now-playing").textContent = stopped ? "–" : now ? nowPlayingLabel(now) : "Warming up…";
   const items = (station.up_next || []).map((track) => {
     const li = document.createElement("li");
     li.textContent = track.title || track.prompt || track.track_id;
@@ -283,6 +296,18 @@ function nowPlayingLabel(now) {
   const artist = track.artist ? ` — ${track.artist}` : "";
   const length = track.duration_ms ? ` (${clockLabel(track.duration_ms)})` : "";
   return `${track.title || track.prompt || "Untitled"}${artist}${length}`;
+}
+
+/** Follows a running station's event stream; a stopped station has none. */
+function followEvents(station) {
+  if (station.state === "stopped") unsubscribe(station.id);
+  else if (!state.sources.has(station.id)) subscribe(station.id);
+}
+
+function unsubscribe(id) {
+  const source = state.sources.get(id);
+  if (source) source.close();
+  state.sources.delete(id);
 }
 
 function subscribe(id) {

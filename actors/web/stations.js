@@ -27,7 +27,9 @@ function fill(card, station) {
   set("renditions", renditions.map((kbps) => `${kbps}k`).join(" · "));
 }
 
-function render(stations) {
+function render(allStations) {
+  // Stations stopped by an operator are not on air: listeners see only running ones.
+  const stations = allStations.filter((station) => station.state !== "stopped");
   const cards = stations.map((station) => {
     const card = template.content.cloneNode(true);
     fill(card, station);
@@ -35,7 +37,7 @@ function render(stations) {
   });
   list.replaceChildren(...cards);
   notice.hidden = stations.length > 0;
-  notice.textContent = stations.length > 0 ? "" : "No stations are configured.";
+  notice.textContent = stations.length > 0 ? "" : "No stations are on air.";
   notice.classList.remove("error");
 }
 

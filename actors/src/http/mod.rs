@@ -7,6 +7,7 @@ mod openapi;
 mod play_events;
 mod playlists;
 mod station_events;
+mod stations;
 mod validation;
 mod web_files;
 
@@ -27,7 +28,7 @@ use crate::auth::Access;
 use crate::config::Config;
 use crate::listen::{CapReached, ListenerCaps, ListenerOrigin, ListenerSession, ogg_stream};
 use crate::metrics::{ListenerMetrics, Metrics, TRANSPORT_HTTP, TRANSPORT_WEBSOCKET};
-use crate::station::{NowPlaying, Station, Stations};
+use crate::station::{NowPlaying, Station, StationEntry, StationOrigin, Stations};
 
 /// Shared by every request handler.
 pub struct AppState {
@@ -45,12 +46,15 @@ pub struct AppState {
     pub access: Arc<Access>,
     /// Places for listeners under `[limits] max_listeners` and `max_listeners_per_station`.
     pub listener_caps: Arc<ListenerCaps>,
+    /// Adds, stops, starts and removes stations (the station API), when the server
+    /// runs them.
+    pub station_control: Option<Arc<crate::station_control::StationControl>>,
 }
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState")
-            .field("stations", &self.stations.iter().count())
+            .field("stations", &self.stations.entries().len())
             .field("event_reader", &self.events.is_some())
             .finish_non_exhaustive()
     }
@@ -78,7 +82,17 @@ impl AppState {
             media: None,
             access,
             listener_caps,
+            station_control: None,
         }
+    }
+
+    /// Serves the station API (add, stop, start, remove) through `control`.
+    pub fn with_station_control(
+        mut self,
+        control: Arc<crate::station_control::StationControl>,
+    ) -> Self {
+        self.station_control = Some(control);
+        self
     }
 
     /// Serves the media library API from `library`.
@@ -93,10 +107,15 @@ impl AppState {
         self
     }
 
-    fn station(&self, id: &str) -> Result<&Arc<Station>, ApiError> {
-        self.stations
-            .get(id)
-            .ok_or_else(|| ApiError::UnknownStation(id.to_string()))
+    /// The running station `id`.
+    fn station(&self, id: &str) -> Result<Arc<Station>, ApiError> {
+        self.stations.get(id).ok_or_else(|| {
+            if self.stations.entry(id).is_some() {
+                ApiError::StationStopped(id.to_string())
+            } else {
+                ApiError::UnknownStation(id.to_string())
+            }
+        })
     }
 }
 
@@ -105,6 +124,8 @@ impl AppState {
 pub enum ApiError {
     #[error("no station `{0}`")]
     UnknownStation(String),
+    #[error("station `{0}` is stopped")]
+    StationStopped(String),
     #[error("station `{station}` has no {requested} kb/s rendition")]
     UnknownRendition {
         station: String,
@@ -130,7 +151,7 @@ impl ResponseError for ApiError {
             Self::UnknownRendition { .. } | Self::Handshake(_) => StatusCode::BAD_REQUEST,
             Self::ChaosDisabled => StatusCode::FORBIDDEN,
             Self::NothingToKill(_) => StatusCode::CONFLICT,
-            Self::ListenerCap(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ListenerCap(_) | Self::StationStopped(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -193,6 +214,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.configure(media::configure);
     cfg.configure(console::configure);
     cfg.configure(openapi::configure);
+    cfg.configure(stations::configure);
 }
 
 /// Unknown paths: 404. A known path asked with a method it does not take: 405, with
@@ -220,7 +242,10 @@ async fn station_page(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    state.station(&id)?;
+    // A stopped station keeps its page: the player shows it off air.
+    if state.stations.entry(&id).is_none() {
+        return Err(ApiError::UnknownStation(id.into_inner()));
+    }
     Ok(web_files::station_page())
 }
 
@@ -271,7 +296,7 @@ async fn websocket(
     req: HttpRequest,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let station = Arc::clone(state.station(&id)?);
+    let station = state.station(&id)?;
     let rendition = rendition_index(&station, query.bitrate)?;
     let slot = state.listener_caps.reserve(station.id())?;
     let (response, session, inbound) =
@@ -307,7 +332,7 @@ async fn http_stream(
     query: ApiQuery<StreamQuery>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let station = Arc::clone(state.station(&id)?);
+    let station = state.station(&id)?;
     let rendition = rendition_index(&station, query.bitrate)?;
     let slot = state.listener_caps.reserve(station.id())?;
     let metrics = ListenerMetrics::new(
@@ -344,6 +369,10 @@ pub struct StationView {
     pub name: String,
     pub description: String,
     pub renditions: Vec<u32>,
+    /// Whether the station runs or was stopped through the API.
+    pub state: StationRunState,
+    /// Where its settings come from: the config file, or the station API.
+    pub origin: StationOrigin,
     pub listeners: i64,
     pub on_air: bool,
     /// The playlist the station plays (see `/api/stations/{id}/playlist`).
@@ -360,13 +389,43 @@ pub struct UpNext {
     pub prompt: String,
 }
 
+/// Whether a station runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StationRunState {
+    Running,
+    Stopped,
+}
+
 impl StationView {
-    fn of(station: &Station) -> Self {
+    /// The view of a station, running or stopped.
+    pub(crate) fn of_entry(entry: &StationEntry) -> Self {
+        match &entry.running {
+            Some(station) => Self::of(station, entry.origin),
+            None => Self {
+                id: entry.config.id.clone(),
+                name: entry.config.name.clone(),
+                description: entry.config.description.clone(),
+                renditions: entry.config.renditions_kbps.clone(),
+                state: StationRunState::Stopped,
+                origin: entry.origin,
+                listeners: 0,
+                on_air: false,
+                playlist: None,
+                now_playing: None,
+                up_next: Vec::new(),
+            },
+        }
+    }
+
+    pub(crate) fn of(station: &Station, origin: StationOrigin) -> Self {
         Self {
             id: station.id().to_string(),
             name: station.config.name.clone(),
             description: station.config.description.clone(),
             renditions: station.config.renditions_kbps.clone(),
+            state: StationRunState::Running,
+            origin,
             listeners: station.listener_count(),
             on_air: station.is_audio_flowing(),
             playlist: station.playlist_name(),
@@ -399,7 +458,12 @@ struct StationList {
     responses((status = 200, description = "Every station", body = StationList))
 )]
 async fn list_stations(state: web::Data<AppState>) -> HttpResponse {
-    let stations: Vec<_> = state.stations.iter().map(|s| StationView::of(s)).collect();
+    let stations: Vec<_> = state
+        .stations
+        .entries()
+        .iter()
+        .map(StationView::of_entry)
+        .collect();
     HttpResponse::Ok().json(StationList { stations })
 }
 
@@ -418,7 +482,11 @@ async fn get_station(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(StationView::of(state.station(&id)?)))
+    let entry = state
+        .stations
+        .entry(&id)
+        .ok_or_else(|| ApiError::UnknownStation(id.to_string()))?;
+    Ok(HttpResponse::Ok().json(StationView::of_entry(&entry)))
 }
 
 /// `POST /api/admin/chaos`: which actor of which station to kill, and how.
@@ -512,14 +580,13 @@ struct Readiness<'a> {
 )]
 
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let not_flowing: Vec<&str> = state
-        .stations
+    let running = state.stations.running();
+    let not_flowing: Vec<&str> = running
         .iter()
         .filter(|s| !s.is_audio_flowing())
         .map(|s| s.id())
         .collect();
-    let degraded: Vec<&str> = state
-        .stations
+    let degraded: Vec<&str> = running
         .iter()
         .filter(|s| s.is_degraded())
         .map(|s| s.id())

@@ -97,7 +97,7 @@ impl ResponseError for ControlError {
     }
 }
 
-fn station<'a>(state: &'a AppState, id: &str) -> Result<&'a Arc<Station>, ControlError> {
+fn station(state: &AppState, id: &str) -> Result<Arc<Station>, ControlError> {
     state
         .stations
         .get(id)

@@ -21,7 +21,7 @@ mod unclean_sessions;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::{Addr, Arbiter, ArbiterHandle, Recipient, Supervisor};
@@ -261,7 +261,7 @@ impl Station {
             ProceduralGenerator::default().name(),
             mastering.backend.name(),
         );
-        let fallback = render_fallback_loop().map_err(|source| StationError::Fallback {
+        let fallback = fallback_loop().map_err(|source| StationError::Fallback {
             station: config.id.clone(),
             source,
         })?;
@@ -647,6 +647,10 @@ impl Station {
     /// [`Station::flush_events`] stops.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
+        // Listener sessions waiting for packets see that the station stops.
+        for feed in &self.feeds {
+            feed.notify.notify_waiters();
+        }
         if let Some(actors) = self
             .actors
             .lock()
@@ -844,11 +848,33 @@ pub(crate) fn run_guarded<R>(
     }
 }
 
-/// All stations of the process by id, and the playlists they play from.
+/// Where a station's settings come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StationOrigin {
+    /// The config file: it comes back at every start.
+    ConfigFile,
+    /// Added through the API and kept in the data directory.
+    Api,
+}
+
+/// A station of the process: its settings, and the running station unless it is
+/// stopped.
+#[derive(Debug, Clone)]
+pub struct StationEntry {
+    pub config: StationConfig,
+    pub origin: StationOrigin,
+    pub running: Option<Arc<Station>>,
+}
+
+/// All stations of the process by id, running or stopped, and the playlists they
+/// play from. Stations come and go while the engine runs (the station API); readers
+/// take a short read lock and get `Arc`s they keep as long as they need.
 #[derive(Debug)]
 pub struct Stations {
-    stations: BTreeMap<String, Arc<Station>>,
+    entries: RwLock<BTreeMap<String, StationEntry>>,
     playlists: Arc<PlaylistStore>,
+    media: OnceLock<Arc<MediaLibrary>>,
 }
 
 impl Default for Stations {
@@ -860,9 +886,18 @@ impl Default for Stations {
 impl Stations {
     pub fn new(playlists: Arc<PlaylistStore>) -> Self {
         Self {
-            stations: BTreeMap::new(),
+            entries: RwLock::new(BTreeMap::new()),
             playlists,
+            media: OnceLock::new(),
         }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, StationEntry>> {
+        self.entries.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, StationEntry>> {
+        self.entries.write().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Every playlist of the process.
@@ -870,36 +905,94 @@ impl Stations {
         &self.playlists
     }
 
-    /// Lets every station play files of `library` (set once; later calls change nothing).
+    /// Lets every station, running now or started later, play files of `library`
+    /// (set once; later calls change nothing).
     pub fn use_media_library(&self, library: &Arc<MediaLibrary>) {
-        for station in self.stations.values() {
+        let _ = self.media.set(Arc::clone(library));
+        for station in self.running() {
             let _ = station.media.set(Arc::clone(library));
         }
     }
 
-    pub fn insert(&mut self, station: Arc<Station>) {
-        self.stations.insert(station.id().to_string(), station);
+    /// Adds or replaces the entry of a running station.
+    pub fn insert(&self, station: Arc<Station>, origin: StationOrigin) {
+        if let Some(library) = self.media.get() {
+            let _ = station.media.set(Arc::clone(library));
+        }
+        self.write().insert(
+            station.id().to_string(),
+            StationEntry {
+                config: station.config.clone(),
+                origin,
+                running: Some(station),
+            },
+        );
     }
 
-    pub fn get(&self, id: &str) -> Option<&Arc<Station>> {
-        self.stations.get(id)
+    /// Adds or replaces the entry of a station that is not running.
+    pub fn insert_stopped(&self, config: StationConfig, origin: StationOrigin) {
+        self.write().insert(
+            config.id.clone(),
+            StationEntry {
+                config,
+                origin,
+                running: None,
+            },
+        );
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<Station>> {
-        self.stations.values()
+    /// Marks station `id` as stopped and returns the station that ran, if it ran.
+    pub fn mark_stopped(&self, id: &str) -> Option<Arc<Station>> {
+        self.write()
+            .get_mut(id)
+            .and_then(|entry| entry.running.take())
+    }
+
+    /// Removes station `id` and returns its entry.
+    pub fn remove(&self, id: &str) -> Option<StationEntry> {
+        self.write().remove(id)
+    }
+
+    /// The running station `id`.
+    pub fn get(&self, id: &str) -> Option<Arc<Station>> {
+        self.read().get(id).and_then(|entry| entry.running.clone())
+    }
+
+    /// The entry of station `id`, running or stopped.
+    pub fn entry(&self, id: &str) -> Option<StationEntry> {
+        self.read().get(id).cloned()
+    }
+
+    /// Every station, running or stopped, by id.
+    pub fn entries(&self) -> Vec<StationEntry> {
+        self.read().values().cloned().collect()
+    }
+
+    /// The running stations now, by id.
+    pub fn running(&self) -> Vec<Arc<Station>> {
+        self.read()
+            .values()
+            .filter_map(|entry| entry.running.clone())
+            .collect()
     }
 
     pub fn stop_all(&self) {
-        for station in self.stations.values() {
+        for station in self.running() {
             station.stop();
         }
     }
 }
 
-/// The playlist a station starts on, claimed for it in the store: the configured
-/// `playlist_name`, else the station's built-in playlist. A missing one is logged and
-/// the built-in one plays.
+/// The playlist a station starts on, claimed for it in the store: the one it played
+/// before it was stopped, else the configured `playlist_name`, else the station's
+/// built-in playlist. A missing one is logged and the built-in one plays.
 fn starting_playlist(config: &StationConfig, playlists: &PlaylistStore) -> Arc<Playlist> {
+    // A station started again through the API goes on with the playlist it played.
+    if let Some(playing) = playlists.playing(&config.id)
+        && let Ok(playlist) = playlists.claim(&config.id, &playing)
+    {
+        return playlist;
+    }
     if let Some(name) = &config.playlist_name {
         match playlists.claim(&config.id, name) {
             Ok(playlist) => return playlist,
@@ -913,6 +1006,16 @@ fn starting_playlist(config: &StationConfig, playlists: &PlaylistStore) -> Arc<P
         tracing::error!(station = %config.id, "no built-in playlist in the store; the configured prompts play");
         playlist
     })
+}
+
+/// The dead-air loop: the same for every station, so rendered once per process.
+fn fallback_loop() -> Result<Arc<[f32]>, sonicforge_engine::generate::GenerateError> {
+    static RENDERED: OnceLock<Arc<[f32]>> = OnceLock::new();
+    if let Some(rendered) = RENDERED.get() {
+        return Ok(Arc::clone(rendered));
+    }
+    let rendered = render_fallback_loop()?;
+    Ok(Arc::clone(RENDERED.get_or_init(|| rendered)))
 }
 
 /// Renders the dead-air loop and blends its end into its start so it loops without a seam.

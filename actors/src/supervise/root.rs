@@ -40,6 +40,22 @@ impl Handler<Supervise> for RootSupervisor {
     }
 }
 
+/// Takes a stopped or removed station out of supervision. Its supervisor ran on the
+/// station's control thread, which stopped with the station.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Unsupervise {
+    pub station: String,
+}
+
+impl Handler<Unsupervise> for RootSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, Unsupervise { station }: Unsupervise, _ctx: &mut Context<Self>) {
+        self.stations.remove(&station);
+    }
+}
+
 /// Starts a station's supervisor and connects the station's actors to it.
 pub fn start_station_supervisor(
     station: &Arc<Station>,

@@ -5,7 +5,8 @@
 // Run from this folder with `node --test`, SONICFORGE_BIN pointing at the sonicforge
 // binary (`make test-browser` does both). SONICFORGE_CONSOLE_SCREENSHOT, if set, is
 // the folder where screenshots of the console (wide and 375 px) are saved.
-// The test also uploads a generated WAV file and a bad one, and deletes the upload.
+// The test also uploads a generated WAV file and a bad one, deletes the upload, and
+// stops and starts the station.
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
@@ -231,12 +232,22 @@ test("an operator creates a playlist in the console and swaps to it on air", { t
     await media.waitFor({ state: "detached", timeout: UI_TIMEOUT_MS });
     assert.equal((await (await fetch(`${session.baseUrl}/api/media`)).json()).media.length, 0);
 
+    // The listener stops playing; the operator stops the station and starts it again.
+    await player.click("#play");
+    const stopStart = panel.locator('[data-action="stop-start"]');
+    await stopStart.filter({ hasText: "Stop station" }).click();
+    await panel.locator('[data-field="on-air"]').filter({ hasText: "Stopped" }).waitFor({ timeout: UI_TIMEOUT_MS });
+    assert.equal((await (await fetch(`${session.baseUrl}/api/stations/${STATION}`)).json()).state, "stopped");
+    assert.ok(await panel.locator('[data-action="skip"]').isDisabled());
+    await stopStart.filter({ hasText: "Start station" }).click();
+    await panel.locator('[data-field="on-air"]').filter({ hasText: "On air" }).waitFor({ timeout: PLAY_TIMEOUT_MS });
+    assert.equal((await (await fetch(`${session.baseUrl}/api/stations/${STATION}`)).json()).state, "running");
+
     // Signing out forgets the token.
     await console_.click("#sign-out");
     await console_.locator("#sign-in").waitFor({ timeout: UI_TIMEOUT_MS });
     assert.equal(await console_.evaluate(() => sessionStorage.length), 0);
 
-    await player.click("#play");
     assert.deepEqual(unexpected(problems), []);
     assert.deepEqual(playerProblems, []);
   } finally {
