@@ -85,15 +85,17 @@ fn history_stats_and_track_plays_follow_the_station() {
 #[test]
 fn bad_queries_and_unknown_stations_are_refused_clearly() {
     let engine = common::Engine::start(common::SHORT_TRACKS_CONFIG);
-    for (path, field) in [
-        ("/api/stations/main/history?limit=0", "limit"),
-        ("/api/stations/main/history?limit=100000", "limit"),
-        ("/api/stations/main/stats?day=2026-13-01", "day"),
-        ("/api/stations/main/stats?day=yesterday", "day"),
-        ("/api/tracks/some-track/plays?month=2026-1", "month"),
+    // Malformed: 400. Well-formed but no such day: 422.
+    for (path, field, expected) in [
+        ("/api/stations/main/history?limit=0", "limit", 400),
+        ("/api/stations/main/history?limit=100000", "limit", 400),
+        ("/api/stations/main/stats?day=2026-13-01", "day", 422),
+        ("/api/stations/main/stats?day=yesterday", "day", 400),
+        ("/api/tracks/some-track/plays?month=2026-1", "month", 400),
+        ("/api/tracks/some-track/plays?month=1969-12", "month", 422),
     ] {
         let (status, answer) = json(&engine, path);
-        assert_eq!(status, 400, "{path}: {answer}");
+        assert_eq!(status, expected, "{path}: {answer}");
         assert_eq!(answer["detail"]["field"], field, "{path}: {answer}");
     }
     for path in [
