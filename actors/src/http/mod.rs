@@ -274,15 +274,15 @@ fn rendition_index(station: &Station, bitrate: Option<u32>) -> Result<usize, Api
         .unwrap_or_default())
 }
 
-/// `GET /stations/{id}/ws`: the station's Opus packets over a WebSocket (the
-/// protocol is in docs/PROTOCOL.md).
+/// `GET /stations/{id}/ws`: the station's Opus packets over a WebSocket, one binary
+/// message per packet (wire format in `sonicforge_engine::codec::wire`).
 #[utoipa::path(
     get,
     path = "/stations/{id}/ws",
     tag = "listen",
     params(("id" = String, Path, description = "The station's id"), StreamQuery),
     responses(
-        (status = 101, description = "Switching to the WebSocket protocol: a `hello` message, then Opus packets and `now_playing` messages"),
+        (status = 101, description = "Switching to the WebSocket protocol: a `hello` text message, then one binary message per Opus packet and `now_playing` text messages"),
         (status = 400, description = "No such rendition (`detail.available_kbps`), a bad query or a failed handshake", body = openapi::ErrorBody),
         (status = 404, description = "No such station", body = openapi::ErrorBody),
         (status = 503, description = "A listener cap is reached, or the station is stopped", body = openapi::ErrorBody,
