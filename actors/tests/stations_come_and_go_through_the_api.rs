@@ -264,6 +264,20 @@ fn stations_are_added_stopped_started_and_removed_without_a_restart() {
     stream.receive(16 * 1024, Duration::from_secs(30));
     drop(stream);
 
+    // Stopped and started again at once, a station opens its event spool again.
+    for path in ["/api/stations/main/stop", "/api/stations/main/start"] {
+        let answer = send(&engine, "POST", path, Role::Operator, "");
+        assert_eq!(answer.status, 200, "{path}: {}", answer.body);
+    }
+    let mut stream = Stream::open(&engine, "main");
+    stream.receive(16 * 1024, Duration::from_secs(30));
+    drop(stream);
+    let log = engine.log_text();
+    assert!(
+        !log.contains("open in another process"),
+        "the stopped station kept its spool open:\n{log}"
+    );
+
     // Stations of the config file are removed there, not through the API.
     let answer = send(&engine, "DELETE", "/api/stations/main", Role::Admin, "");
     assert_eq!(answer.status, 409, "{}", answer.body);

@@ -727,6 +727,11 @@ impl Handler<Flush> for EventWriterActor {
         if let Some(parts) = &mut self.parts {
             super::run_guarded(&station, "event_writer", || parts.flush());
         }
+        if station.is_stopping() {
+            // The station's last events are stored: close the spool now, so that the
+            // station started again (through the API) can open it at once.
+            self.parts = None;
+        }
     }
 }
 
