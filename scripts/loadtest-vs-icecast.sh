@@ -99,17 +99,22 @@ start_engine() {
     done
 }
 
-# settle PID: waits (at most 60 s) until the process used under 15% of a core over a
-# second, so that the tracks a fresh engine renders ahead are not measured as listener
-# cost.
+# settle PID: waits (at most 90 s) until the process has used under 15% of a core in
+# each of 3 seconds in a row, so that the tracks a fresh engine renders ahead (CPU and
+# memory) are not measured as listener cost.
 settle() {
-    local pid=$1 before after ticks
+    local pid=$1 before after ticks quiet=0
     ticks=$(getconf CLK_TCK)
-    for _ in $(seq 1 60); do
+    for _ in $(seq 1 90); do
         before=$(awk '{print $14 + $15}' "/proc/$pid/stat")
         sleep 1
         after=$(awk '{print $14 + $15}' "/proc/$pid/stat")
-        [ $(( (after - before) * 100 / ticks )) -lt 15 ] && return
+        if [ $(( (after - before) * 100 / ticks )) -lt 15 ]; then
+            quiet=$((quiet + 1))
+            [ "$quiet" -ge 3 ] && return
+        else
+            quiet=0
+        fi
     done
 }
 
