@@ -95,19 +95,35 @@ async fn killed_actors_restart_and_the_listener_hears_nothing() {
     }
     assert!(kills.next().is_none(), "every kill was made");
     assert!(packets > 300);
-    // Every kill is one counted restart.
+    // Every kill is one counted restart. A machine short of CPU may also make the
+    // watchdog replace an actor it saw stalled: counted apart, with reason `stalled`.
+    let stalled = |engine: &common::Engine| {
+        let (_, text) = engine.get("/metrics");
+        text.lines()
+            .filter(|line| {
+                line.starts_with("sonicforge_actor_restarts_total{")
+                    && line.contains("reason=\"stalled\"")
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
     let mut restarts = 0.0;
     for _ in 0..50 {
-        restarts = engine.metric("sonicforge_actor_restarts_total{");
+        restarts = engine.metric("sonicforge_actor_restarts_total{") - stalled(&engine);
         if restarts >= KILLS.len() as f64 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(restarts, KILLS.len() as f64, "{}", engine.get("/metrics").1);
-    // Each restart's latency, kill to running again, is observed once.
+    // Each restart's latency, kill (or stall) to running again, is observed once.
     let observed = engine.metric("sonicforge_actor_restart_seconds_count{");
-    assert_eq!(observed, KILLS.len() as f64, "{}", engine.get("/metrics").1);
+    assert_eq!(
+        observed,
+        KILLS.len() as f64 + stalled(&engine),
+        "{}",
+        engine.get("/metrics").1
+    );
     let seconds = engine.metric("sonicforge_actor_restart_seconds_sum{");
     println!(
         "{} restarts, mean restart latency {:.3} ms (reported, not asserted)",
