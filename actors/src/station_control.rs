@@ -337,6 +337,13 @@ impl StationControl {
         while station.listener_count() > 0 && started.elapsed() < LISTENERS_LEAVE_WITHIN {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let staying = station.listener_count();
+        if staying > 0 {
+            tracing::warn!(
+                station = %station.id(), listeners = staying,
+                "listeners were still connected when the stopped station stored its last play events; their leave events are lost"
+            );
+        }
         station.flush_events(FLUSH_EVENTS_WITHIN).await;
     }
 

@@ -119,7 +119,12 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 #[test]
 fn stations_are_added_stopped_started_and_removed_without_a_restart() {
-    let mut engine = common::Engine::start(common::SHORT_TRACKS_CONFIG);
+    // The default deadline: a listener of a stopped station must not be left to it.
+    let config = common::SHORT_TRACKS_CONFIG.replace(
+        "behind_deadline_ms = 3000",
+        "behind_deadline_ms = 10000",
+    );
+    let mut engine = common::Engine::start(&config);
     engine.wait_ready();
 
     // Adding a station needs an admin; settings are checked key by key.
@@ -276,6 +281,10 @@ fn stations_are_added_stopped_started_and_removed_without_a_restart() {
     assert!(
         !log.contains("open in another process"),
         "the stopped station kept its spool open:\n{log}"
+    );
+    assert!(
+        !log.contains("listeners were still connected"),
+        "a stopped station's listeners did not leave before its last events were stored:\n{log}"
     );
 
     // Stations of the config file are removed there, not through the API.

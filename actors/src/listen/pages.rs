@@ -174,6 +174,8 @@ impl MuxTask {
             // The registry holds a weak reference only: this task and the listeners
             // hold the strong ones.
             if station.is_stopping() || Arc::strong_count(&self.pages) == 1 {
+                // Listeners waiting for a page see at once that the station stopped.
+                self.pages.notify.notify_waiters();
                 return;
             }
             let notified = feed.notify.notified();
