@@ -120,10 +120,8 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 #[test]
 fn stations_are_added_stopped_started_and_removed_without_a_restart() {
     // The default deadline: a listener of a stopped station must not be left to it.
-    let config = common::SHORT_TRACKS_CONFIG.replace(
-        "behind_deadline_ms = 3000",
-        "behind_deadline_ms = 10000",
-    );
+    let config = common::SHORT_TRACKS_CONFIG
+        .replace("behind_deadline_ms = 3000", "behind_deadline_ms = 10000");
     let mut engine = common::Engine::start(&config);
     engine.wait_ready();
 
