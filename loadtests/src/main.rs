@@ -2,7 +2,9 @@
 //!
 //! `swarm` opens many WebSocket and/or HTTP listeners on one thread, measures time to
 //! first audio, gaps, latency, skips and how each session ended, samples the server's
-//! CPU and memory, and prints a table (and writes a JSON report).
+//! CPU and memory, and prints a table (and writes a JSON report). It can add a
+//! reconnect storm (many listeners connecting at once after the ramp) and follow
+//! stalled listeners to the server's close of them and its memory meanwhile.
 //!
 //! `chaos` kills the station's actors on a seeded schedule while listeners decode the
 //! stream, puts every gap, flag and silence down to a kill, and checks restarts,
@@ -23,6 +25,8 @@ mod listener;
 mod ogg;
 mod proc_stats;
 mod report;
+mod stalls;
+mod storm;
 mod swaps;
 mod swarm;
 mod target;

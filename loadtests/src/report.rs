@@ -11,8 +11,10 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::listener::{EndReason, ListenerKind, ListenerSpec, Meter, Transport};
+use crate::listener::{EndReason, ListenerKind, ListenerSpec, Meter, Transport, Wave};
 use crate::proc_stats::OpenFilesLimit;
+use crate::stalls::StallReport;
+use crate::storm::{MeterMark, StormRecorder, StormReport};
 
 /// A listener that received at least this share of real time kept up.
 pub const KEPT_UP_RATIO: f64 = 0.95;
@@ -36,11 +38,11 @@ pub enum ReportError {
     Encode(#[from] serde_json::Error),
 }
 
-fn histogram() -> Result<Histogram<u64>, ReportError> {
+pub(crate) fn histogram() -> Result<Histogram<u64>, ReportError> {
     Ok(Histogram::new_with_bounds(1, HIST_MAX, 3)?)
 }
 
-fn micros(duration: Duration) -> u64 {
+pub(crate) fn micros(duration: Duration) -> u64 {
     u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
 
@@ -128,8 +130,13 @@ impl GroupStats {
         }
     }
 
+    /// Connect start to first audio, µs.
+    pub(crate) fn time_to_first_audio(&self) -> &Histogram<u64> {
+        &self.time_to_first_audio
+    }
+
     /// Folds one finished listener into the group.
-    fn add_listener(
+    pub(crate) fn add_listener(
         &mut self,
         meter: &Meter,
         end: &EndReason,
@@ -269,7 +276,7 @@ pub struct Distribution {
 
 impl Distribution {
     /// Summarises `histogram`, scaling every value by `scale`; `None` when empty.
-    fn of(histogram: &Histogram<u64>, scale: f64) -> Option<Self> {
+    pub(crate) fn of(histogram: &Histogram<u64>, scale: f64) -> Option<Self> {
         if histogram.is_empty() {
             return None;
         }
@@ -302,11 +309,17 @@ impl SteadyWindow {
     }
 }
 
-/// Collects every listener's figures, grouped by transport and kind.
+/// Collects every listener's figures, grouped by transport and kind; the listeners of
+/// a storm apart.
 #[derive(Debug)]
 pub struct Recorder {
     groups: [[GroupStats; 3]; 2],
     window: SteadyWindow,
+    storm: Option<StormRecorder>,
+    /// When each stalled listener stopped reading, by transport.
+    stalls: [Vec<Instant>; 2],
+    /// Stall to the dropped connection being noticed, by transport.
+    stall_drops: [Vec<Duration>; 2],
 }
 
 impl Recorder {
@@ -317,11 +330,57 @@ impl Recorder {
         Ok(Self {
             groups: [row()?, row()?],
             window,
+            storm: None,
+            stalls: [Vec::new(), Vec::new()],
+            stall_drops: [Vec::new(), Vec::new()],
         })
     }
 
+    /// A recorder that also keeps a storm's listeners and windows apart.
+    pub fn with_storm(mut self, storm: StormRecorder) -> Self {
+        self.storm = Some(storm);
+        self
+    }
+
+    #[cfg(test)]
     pub fn group(&mut self, transport: Transport, kind: ListenerKind) -> &mut GroupStats {
         &mut self.groups[transport as usize][kind as usize]
+    }
+
+    /// The group a listener's figures go to: its transport and kind, or its
+    /// transport's storm group.
+    pub fn group_for(&mut self, spec: ListenerSpec) -> &mut GroupStats {
+        match (spec.wave, self.storm.as_mut()) {
+            (Wave::Storm, Some(storm)) => storm.group(spec.transport),
+            _ => &mut self.groups[spec.transport as usize][spec.kind as usize],
+        }
+    }
+
+    /// Counts what one unit of audio brought a base listener in the storm window it
+    /// fell in (nothing without a storm).
+    pub fn storm_window_unit(
+        &mut self,
+        spec: ListenerSpec,
+        at: Instant,
+        mark: MeterMark,
+        meter: &Meter,
+    ) {
+        if spec.wave == Wave::Base
+            && let Some(storm) = self.storm.as_mut()
+        {
+            storm.base_unit(spec.transport, at, mark, meter);
+        }
+    }
+
+    /// The storm part of the report, if the run had a storm.
+    pub fn storm_report(&self, listeners: u32) -> Option<StormReport> {
+        self.storm.as_ref().map(|storm| storm.report(listeners))
+    }
+
+    /// When the stalled listeners stopped reading, and how long until each noticed its
+    /// connection gone, by transport.
+    pub fn stalls(&self) -> (&[Vec<Instant>; 2], &[Vec<Duration>; 2]) {
+        (&self.stalls, &self.stall_drops)
     }
 
     /// Folds a listener that has ended into its group.
@@ -333,17 +392,32 @@ impl Recorder {
         ended_at: Instant,
     ) {
         let window = self.window;
-        self.group(spec.transport, spec.kind)
+        if let Some(stalled_at) = meter.stalled_at {
+            self.stalls[spec.transport as usize].push(stalled_at);
+            if let Some(dropped_at) = meter.dropped_at {
+                self.stall_drops[spec.transport as usize]
+                    .push(dropped_at.saturating_duration_since(stalled_at));
+            }
+        }
+        self.group_for(spec)
             .add_listener(meter, end, ended_at, window);
     }
 
     /// Listener-hours served inside the steady window, all groups together.
     pub fn steady_listener_hours(&self) -> f64 {
-        self.groups
+        let storm = self.storm.as_ref().map_or(0.0, |storm| {
+            Transport::ALL
+                .iter()
+                .map(|transport| storm.group_ref(*transport).steady_listener_seconds)
+                .sum()
+        });
+        (self
+            .groups
             .iter()
             .flatten()
             .map(|group| group.steady_listener_seconds)
             .sum::<f64>()
+            + storm)
             / 3600.0
     }
 
@@ -422,6 +496,12 @@ pub struct RunInfo {
     pub slow_fraction: f64,
     pub slow_rate: f64,
     pub stall_fraction: f64,
+    /// Seconds after the ramp at which stalled listeners stopped reading; none: at
+    /// their first audio.
+    pub stall_at_secs: Option<u64>,
+    /// Listeners of the storm, and seconds after the ramp when it came.
+    pub storm_listeners: u32,
+    pub storm_after_secs: Option<u64>,
     pub started_unix_ms: u64,
     pub ramp_secs: f64,
     pub steady_secs: f64,
@@ -504,6 +584,10 @@ pub struct Report {
     pub server: Option<ServerReport>,
     pub machine: MachineReport,
     pub client: ClientReport,
+    /// The storm's listeners and the base listeners before and during it.
+    pub storm: Option<StormReport>,
+    /// Stalled listeners against the server's closes and memory.
+    pub stalls: Option<StallReport>,
     pub warnings: Vec<String>,
 }
 
@@ -608,6 +692,12 @@ impl Report {
             for example in &group.protocol_error_examples {
                 let _ = writeln!(out, "  protocol error: {example}");
             }
+        }
+        if let Some(storm) = &self.storm {
+            out.push_str(&storm.table());
+        }
+        if let Some(stalls) = &self.stalls {
+            out.push_str(&stalls.table());
         }
         if let Some(server) = &self.server {
             let _ = writeln!(
@@ -741,6 +831,7 @@ mod tests {
             index: 0,
             transport: Transport::Ws,
             kind: ListenerKind::Normal,
+            wave: Wave::Base,
         };
         let end = start + Duration::from_secs(70);
         for index in 0..4u64 {
@@ -762,6 +853,7 @@ mod tests {
             index: 5,
             transport: Transport::Http,
             kind: ListenerKind::Slow,
+            wave: Wave::Base,
         };
         recorder.finish(
             http_slow,
@@ -818,6 +910,7 @@ mod tests {
             index: 0,
             transport: Transport::Ws,
             kind: ListenerKind::Slow,
+            wave: Wave::Base,
         };
         let group = recorder.group(Transport::Ws, ListenerKind::Slow);
         let mut meter = steady_listener(start, 0, 70, 20, group);
@@ -864,6 +957,7 @@ mod tests {
             index: 0,
             transport: Transport::Http,
             kind: ListenerKind::Stalled,
+            wave: Wave::Base,
         };
         recorder.finish(
             spec,

@@ -12,12 +12,14 @@ use serde::Deserialize;
 use tokio::time::Instant as TokioInstant;
 
 use crate::http1;
-use crate::listener::{self, ListenerKind, ListenerSpec, Transport};
+use crate::listener::{self, ListenerKind, ListenerSpec, Transport, Wave};
 use crate::proc_stats::{self, ProcError, ProcSample};
 use crate::report::{
     ClientReport, MachineReport, OpenFilesReport, ProcPoint, Recorder, Report, ReportError,
     RunInfo, ServerReport, SteadyWindow,
 };
+use crate::stalls::{SAMPLE_EVERY, ServerSample, closes_by_transport, stall_report};
+use crate::storm::{StormPlan, StormRecorder};
 use crate::target::{TargetError, TargetUrl};
 
 /// Most listeners one swarm may open.
@@ -97,6 +99,20 @@ pub struct SwarmArgs {
     /// Share of listeners that stop reading after their first audio.
     #[arg(long, default_value_t = 0.0)]
     pub stall_fraction: f64,
+    /// Stalled listeners read normally until this many seconds after the ramp, then
+    /// all stop at once; default: each stops after its first audio.
+    #[arg(long)]
+    pub stall_at_secs: Option<u64>,
+    /// Listeners that connect all at once, after the ramp and --storm-after-secs (the
+    /// base listeners and the storm together at most 20,000).
+    #[arg(long, default_value_t = 0)]
+    pub storm: u32,
+    /// Seconds after the ramp when the storm comes.
+    #[arg(long, default_value_t = 10)]
+    pub storm_after_secs: u64,
+    /// Length of the storm window (and of the window before it that it is compared with).
+    #[arg(long, default_value_t = 10)]
+    pub storm_window_secs: u64,
     /// Process id of the engine, to sample its CPU time and memory.
     #[arg(long)]
     pub server_pid: Option<u32>,
@@ -133,6 +149,18 @@ pub struct SwarmArgs {
 pub enum SwarmError {
     #[error("--listeners {found} is outside 1..={MAX_LISTENERS}")]
     Listeners { found: u32 },
+    #[error("--listeners {listeners} and --storm {storm} add up to more than {MAX_LISTENERS}")]
+    StormListeners { listeners: u32, storm: u32 },
+    #[error(
+        "the storm (--storm-after-secs {after} + --storm-window-secs {window}) must fit in --duration-secs {duration}, with a window of at least 1 s"
+    )]
+    StormWindow {
+        after: u64,
+        window: u64,
+        duration: u64,
+    },
+    #[error("--stall-at-secs {found} must come before the end (--duration-secs {duration})")]
+    StallAt { found: u64, duration: u64 },
     #[error("--duration-secs {found} is outside 1..={MAX_DURATION_SECS}")]
     Duration { found: u64 },
     #[error("--ramp-per-sec {found} must be positive and the ramp at most {MAX_DURATION_SECS} s")]
@@ -201,6 +229,10 @@ pub struct SwarmContext {
     pub recorder: RefCell<Recorder>,
     /// Listeners connected now.
     pub connected: Cell<u64>,
+    /// When the storm's listeners start connecting, if there is a storm.
+    pub storm_start: Option<Instant>,
+    /// When stalled listeners stop reading; none: at their first audio.
+    pub stall_at: Option<Instant>,
 }
 
 impl SwarmContext {
@@ -226,6 +258,8 @@ impl SwarmContext {
                 end: now + run_for,
             })?),
             connected: Cell::new(0),
+            storm_start: None,
+            stall_at: None,
         })
     }
 }
@@ -248,6 +282,31 @@ impl SwarmArgs {
         {
             return Err(SwarmError::Ramp {
                 found: self.ramp_per_sec,
+            });
+        }
+        if self.listeners.saturating_add(self.storm) > MAX_LISTENERS {
+            return Err(SwarmError::StormListeners {
+                listeners: self.listeners,
+                storm: self.storm,
+            });
+        }
+        if self.storm > 0
+            && (self.storm_window_secs == 0
+                || self.storm_after_secs.saturating_add(self.storm_window_secs)
+                    > self.duration_secs)
+        {
+            return Err(SwarmError::StormWindow {
+                after: self.storm_after_secs,
+                window: self.storm_window_secs,
+                duration: self.duration_secs,
+            });
+        }
+        if let Some(stall_at) = self.stall_at_secs
+            && stall_at >= self.duration_secs
+        {
+            return Err(SwarmError::StallAt {
+                found: stall_at,
+                duration: self.duration_secs,
             });
         }
         for (name, found) in [
@@ -426,11 +485,12 @@ pub async fn run(args: &SwarmArgs) -> Result<Report, SwarmError> {
     let target = args.validate()?;
     let mut warnings = Vec::new();
     let limit = proc_stats::raise_open_files_limit();
-    let needed = u64::from(args.listeners) + SPARE_FILES;
+    let all_listeners = args.listeners + args.storm;
+    let needed = u64::from(all_listeners) + SPARE_FILES;
     if !limit.allows(needed) {
         warnings.push(format!(
-            "open-file limit {:?} is below the {needed} descriptors {} listeners need; some connects will fail",
-            limit.soft, args.listeners
+            "open-file limit {:?} is below the {needed} descriptors {all_listeners} listeners need; some connects will fail",
+            limit.soft
         ));
     }
     let addr = target.resolve().await?;
@@ -462,6 +522,22 @@ pub async fn run(args: &SwarmArgs) -> Result<Report, SwarmError> {
         start: start + ramp + settle,
         end: (end_at - END_MARGIN).max(start + ramp + settle),
     };
+    let ramp_end = start + ramp;
+    let storm_plan = (args.storm > 0).then(|| {
+        let storm_start = ramp_end + Duration::from_secs(args.storm_after_secs);
+        let window = Duration::from_secs(args.storm_window_secs);
+        StormPlan {
+            start: storm_start,
+            window,
+            before_from: storm_start
+                .checked_sub(window)
+                .map_or(ramp_end, |from| from.max(ramp_end)),
+        }
+    });
+    let mut recorder = Recorder::new(window)?;
+    if let Some(plan) = storm_plan {
+        recorder = recorder.with_storm(StormRecorder::new(plan)?);
+    }
     let ctx = Rc::new(SwarmContext {
         addr,
         authority: authority.clone(),
@@ -475,9 +551,27 @@ pub async fn run(args: &SwarmArgs) -> Result<Report, SwarmError> {
         connect_timeout: Duration::from_secs(args.connect_timeout_secs),
         first_audio_timeout: Duration::from_secs(args.first_audio_timeout_secs),
         idle_timeout: Duration::from_secs(args.idle_timeout_secs),
-        recorder: RefCell::new(Recorder::new(window)?),
+        recorder: RefCell::new(recorder),
         connected: Cell::new(0),
+        storm_start: storm_plan.map(|plan| plan.start),
+        stall_at: args
+            .stall_at_secs
+            .map(|secs| ramp_end + Duration::from_secs(secs)),
     });
+    // The server once a second, when the run has stalls or a storm to watch.
+    let samples = Rc::new(RefCell::new(Vec::new()));
+    let sampler = args
+        .server_pid
+        .filter(|_| args.stall_fraction > 0.0 || args.storm > 0)
+        .map(|pid| {
+            let read_closes = !args.peer;
+            tokio::task::spawn_local(sample_server(
+                pid,
+                read_closes.then_some((addr, authority.clone(), args.station.clone())),
+                end_at,
+                Rc::clone(&samples),
+            ))
+        });
 
     let mut tasks = Vec::with_capacity(args.listeners as usize);
     for index in 0..args.listeners {
@@ -487,6 +581,7 @@ pub async fn run(args: &SwarmArgs) -> Result<Report, SwarmError> {
             index,
             transport: args.transport.for_listener(index),
             kind: listener_kind(index, args.slow_fraction, args.stall_fraction),
+            wave: Wave::Base,
         };
         tasks.push(tokio::task::spawn_local(listener::run(
             Rc::clone(&ctx),
@@ -494,12 +589,34 @@ pub async fn run(args: &SwarmArgs) -> Result<Report, SwarmError> {
         )));
     }
 
-    tokio::time::sleep_until(window.start.into()).await;
+    tokio::time::sleep_until(
+        window
+            .start
+            .min(ctx.storm_start.unwrap_or(window.start))
+            .into(),
+    )
+    .await;
     let listeners_after_ramp = ctx.connected.get();
     let server_after_ramp = args.server_pid.map(proc_stats::sample).transpose()?;
     let machine_after_ramp = proc_stats::machine_cpu()?;
     let client_after_ramp = proc_stats::sample(own_pid)?;
     let load_after_ramp = load_average();
+    if let Some(storm_start) = ctx.storm_start {
+        tokio::time::sleep_until(storm_start.into()).await;
+        // All at once: no ramp, every connect starts in this one pass.
+        for index in args.listeners..all_listeners {
+            let spec = ListenerSpec {
+                index,
+                transport: args.transport.for_listener(index),
+                kind: ListenerKind::Normal,
+                wave: Wave::Storm,
+            };
+            tasks.push(tokio::task::spawn_local(listener::run(
+                Rc::clone(&ctx),
+                spec,
+            )));
+        }
+    }
     tokio::time::sleep_until(window.end.into()).await;
     let server_end = args.server_pid.map(proc_stats::sample).transpose()?;
     let machine_end = proc_stats::machine_cpu()?;
@@ -529,8 +646,23 @@ pub async fn run(args: &SwarmArgs) -> Result<Report, SwarmError> {
         scrape_metrics(addr, &authority).await
     };
     let client_end = proc_stats::sample(own_pid)?;
+    if let Some(sampler) = sampler {
+        sampler.abort();
+    }
 
     let recorder = ctx.recorder.borrow();
+    let storm = recorder.storm_report(args.storm);
+    let stalls = if args.stall_fraction > 0.0 {
+        let (stall_times, stall_drops) = recorder.stalls();
+        Some(stall_report(
+            start,
+            stall_times,
+            stall_drops,
+            &samples.borrow(),
+        )?)
+    } else {
+        None
+    };
     let (groups, totals) = recorder.summaries()?;
     let steady_secs = window
         .end
@@ -641,6 +773,9 @@ pub async fn run(args: &SwarmArgs) -> Result<Report, SwarmError> {
             slow_fraction: args.slow_fraction,
             slow_rate: args.slow_rate,
             stall_fraction: args.stall_fraction,
+            stall_at_secs: args.stall_at_secs,
+            storm_listeners: args.storm,
+            storm_after_secs: (args.storm > 0).then_some(args.storm_after_secs),
             started_unix_ms,
             ramp_secs: ramp.as_secs_f64(),
             steady_secs,
@@ -661,8 +796,39 @@ pub async fn run(args: &SwarmArgs) -> Result<Report, SwarmError> {
             rss_mib: client_end.rss_bytes as f64 / (1024.0 * 1024.0),
             aborted_listeners: aborted,
         },
+        storm,
+        stalls,
         warnings,
     })
+}
+
+/// Reads the server's memory (and, given the engine's address, its stall closes) every
+/// [`SAMPLE_EVERY`] until `end_at` or until the process is gone.
+async fn sample_server(
+    pid: u32,
+    engine: Option<(SocketAddr, String, String)>,
+    end_at: Instant,
+    samples: Rc<RefCell<Vec<ServerSample>>>,
+) {
+    let mut next = Instant::now();
+    while next <= end_at {
+        tokio::time::sleep_until(next.into()).await;
+        next += SAMPLE_EVERY;
+        let closed = match &engine {
+            Some((addr, authority, station)) => scrape_metrics(*addr, authority)
+                .await
+                .map(|metrics| closes_by_transport(&metrics, station)),
+            None => None,
+        };
+        let Ok(sample) = proc_stats::sample(pid) else {
+            return;
+        };
+        samples.borrow_mut().push(ServerSample {
+            at: sample.at,
+            rss_bytes: sample.rss_bytes,
+            closed,
+        });
+    }
 }
 
 /// Series whose value changed between the two scrapes.
@@ -763,6 +929,55 @@ mod tests {
             args(&["--http-path", "/x\r\nHost: evil"]).validate(),
             Err(SwarmError::HttpPath { .. })
         ));
+    }
+
+    #[test]
+    fn storm_and_stall_moment_are_bounded() {
+        assert!(matches!(
+            args(&["--listeners", "15000", "--storm", "5001"]).validate(),
+            Err(SwarmError::StormListeners {
+                listeners: 15_000,
+                storm: 5001
+            })
+        ));
+        assert!(
+            args(&[
+                "--listeners",
+                "15000",
+                "--storm",
+                "5000",
+                "--ramp-per-sec",
+                "500"
+            ])
+            .validate()
+            .is_ok()
+        );
+        // The storm and its window must fit in the listening time.
+        assert!(matches!(
+            args(&["--storm", "10", "--duration-secs", "15"]).validate(),
+            Err(SwarmError::StormWindow { .. })
+        ));
+        assert!(matches!(
+            args(&["--storm", "10", "--storm-window-secs", "0"]).validate(),
+            Err(SwarmError::StormWindow { .. })
+        ));
+        assert!(
+            args(&[
+                "--storm",
+                "10",
+                "--storm-after-secs",
+                "5",
+                "--duration-secs",
+                "15"
+            ])
+            .validate()
+            .is_ok()
+        );
+        assert!(matches!(
+            args(&["--stall-at-secs", "60"]).validate(),
+            Err(SwarmError::StallAt { found: 60, .. })
+        ));
+        assert!(args(&["--stall-at-secs", "59"]).validate().is_ok());
     }
 
     #[test]

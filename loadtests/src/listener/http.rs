@@ -9,10 +9,11 @@ use tokio::time::Instant as TokioInstant;
 
 use super::{
     EndReason, ListenerKind, ListenerSpec, Meter, TimeoutKind, established, slow_reader_due,
-    stay_stalled, tune_socket,
+    stalls_now, stay_stalled, tune_socket,
 };
 use crate::http1::{self, BodyDecoder, MAX_HEAD_BYTES, ResponseHead};
 use crate::ogg::{OggPageReader, PageInfo};
+use crate::storm::MeterMark;
 use crate::swarm::SwarmContext;
 use crate::wire::PACKET_SAMPLES;
 
@@ -132,7 +133,7 @@ async fn receive(
     };
     let mut first_read: Option<Instant> = None;
     loop {
-        if spec.kind == ListenerKind::Stalled && meter.first_audio.is_some() {
+        if stalls_now(ctx, spec, meter, Instant::now()) {
             return stay_stalled(tcp, ctx.end_at, meter).await;
         }
         if body.decoder.is_done() {
@@ -246,6 +247,7 @@ impl Body {
         spec: ListenerSpec,
         meter: &mut Meter,
     ) -> Result<(), EndReason> {
+        let mark = MeterMark::of(meter);
         if page.is_first_of_stream() {
             self.last_granule = None;
         }
@@ -283,12 +285,8 @@ impl Body {
             self.header_pages = 0;
         }
         let mut recorder = ctx.recorder.borrow_mut();
-        meter.audio_arrived(
-            now,
-            samples,
-            page.len as u64,
-            recorder.group(spec.transport, spec.kind),
-        );
+        meter.audio_arrived(now, samples, page.len as u64, recorder.group_for(spec));
+        recorder.storm_window_unit(spec, now, mark, meter);
         Ok(())
     }
 }

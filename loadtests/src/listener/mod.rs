@@ -67,12 +67,23 @@ impl ListenerKind {
     }
 }
 
+/// Whether a listener came with the ramp or with the storm after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wave {
+    /// Started by the ramp.
+    Base,
+    /// Started with every other storm listener at once; its time to first audio
+    /// counts from the storm's start.
+    Storm,
+}
+
 /// Which listener this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListenerSpec {
     pub index: u32,
     pub transport: Transport,
     pub kind: ListenerKind,
+    pub wave: Wave,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,7 +262,11 @@ fn samples_to_duration(samples: u64) -> Duration {
 
 /// Runs one listener to its end and hands its figures to the recorder.
 pub async fn run(ctx: Rc<SwarmContext>, spec: ListenerSpec) {
-    let mut meter = Meter::new(Instant::now());
+    let connect_started = match (spec.wave, ctx.storm_start) {
+        (Wave::Storm, Some(storm_start)) => storm_start,
+        _ => Instant::now(),
+    };
+    let mut meter = Meter::new(connect_started);
     let end = match spec.transport {
         Transport::Ws => ws::listen(&ctx, spec, &mut meter).await,
         Transport::Http => http::listen(&ctx, spec, &mut meter).await,
@@ -282,6 +297,14 @@ fn tune_socket(stream: &tokio::net::TcpStream, kind: ListenerKind) {
             .with_interval(STALL_KEEPALIVE);
         let _ = socket.set_tcp_keepalive(&keepalive);
     }
+}
+
+/// Whether a stalled listener that has had its first audio stops reading at `now`:
+/// at once, or from the swarm's stall moment on.
+fn stalls_now(ctx: &SwarmContext, spec: ListenerSpec, meter: &Meter, now: Instant) -> bool {
+    spec.kind == ListenerKind::Stalled
+        && meter.first_audio.is_some()
+        && ctx.stall_at.is_none_or(|at| now >= at)
 }
 
 /// Waits, without reading, until the run ends or the server drops the connection.
@@ -372,6 +395,7 @@ mod tests {
             index: 0,
             transport: Transport::Ws,
             kind: ListenerKind::Normal,
+            wave: Wave::Base,
         };
         let report = listen_to(spec, Duration::from_secs(10), |socket| async move {
             let mut ws = tokio_tungstenite::accept_async(socket).await.unwrap();
@@ -440,6 +464,7 @@ mod tests {
             index: 0,
             transport: Transport::Ws,
             kind: ListenerKind::Normal,
+            wave: Wave::Base,
         };
         let report = listen_to(spec, Duration::from_secs(10), |mut socket| async move {
             let mut request = [0u8; 2048];
@@ -460,6 +485,7 @@ mod tests {
             index: 1,
             transport: Transport::Http,
             kind: ListenerKind::Normal,
+            wave: Wave::Base,
         };
         let report = listen_to(spec, Duration::from_secs(10), |mut socket| async move {
             let mut request = [0u8; 2048];
@@ -502,6 +528,7 @@ mod tests {
             index: 1,
             transport: Transport::Http,
             kind: ListenerKind::Normal,
+            wave: Wave::Base,
         };
         let report = listen_to(spec, Duration::from_secs(10), |mut socket| async move {
             let mut request = [0u8; 2048];
@@ -527,6 +554,7 @@ mod tests {
             index: 0,
             transport: Transport::Ws,
             kind: ListenerKind::Normal,
+            wave: Wave::Base,
         };
         let report = listen_to(spec, Duration::from_millis(600), |socket| async move {
             let mut ws = tokio_tungstenite::accept_async(socket).await.unwrap();

@@ -13,8 +13,9 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::{
     EndReason, ListenerKind, ListenerSpec, Meter, TimeoutKind, established, slow_reader_due,
-    stay_stalled, tune_socket,
+    stalls_now, stay_stalled, tune_socket,
 };
+use crate::storm::MeterMark;
 use crate::swarm::SwarmContext;
 use crate::wire::{ClockMapping, Hello, PACKET_SAMPLES, TextKind, parse_packet_header};
 
@@ -141,9 +142,10 @@ async fn receive(
                     Err(error) => return EndReason::Protocol(error.to_string()),
                 };
                 let first = meter.first_audio.is_none();
+                let mark = MeterMark::of(meter);
                 {
                     let mut recorder = ctx.recorder.borrow_mut();
-                    let group = recorder.group(spec.transport, spec.kind);
+                    let group = recorder.group_for(spec);
                     meter.audio_arrived(now, PACKET_SAMPLES, bytes.len() as u64, group);
                     if header.pts < session.live_from_pts {
                         meter.pre_roll_units += 1;
@@ -151,8 +153,9 @@ async fn receive(
                         group
                             .record_latency_ms(session.clock.latency_ms(header.pts, unix_ms_now()));
                     }
+                    meter.packet_timestamp(header.pts, header.is_discontinuity());
+                    recorder.storm_window_unit(spec, now, mark, meter);
                 }
-                meter.packet_timestamp(header.pts, header.is_discontinuity());
                 if first {
                     // The idle timer now watches for audio that stops.
                     idle.as_mut()
@@ -161,7 +164,9 @@ async fn receive(
                 match spec.kind {
                     ListenerKind::Normal => {}
                     ListenerKind::Stalled => {
-                        return stay_stalled(ws.get_ref(), ctx.end_at, meter).await;
+                        if stalls_now(ctx, spec, meter, now) {
+                            return stay_stalled(ws.get_ref(), ctx.end_at, meter).await;
+                        }
                     }
                     ListenerKind::Slow => {
                         let Some(since) = meter.first_audio else {
