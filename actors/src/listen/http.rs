@@ -79,11 +79,22 @@ struct OggListener {
     max_lag_packets: u64,
     behind_since: Option<Instant>,
     last_skip: Option<Instant>,
+    /// Last time the body had nothing newer to send: the connection had taken
+    /// everything. A listener whose connection does not keep up never gets there.
+    caught_up_at: Instant,
     guard: HttpListenerGuard,
     sent: BatchedCount,
     /// Notices a station gone silent; one timer per listener, re-armed only when it
     /// fires (a fresh timeout per page would cost a timer-wheel insert and removal).
     silence: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Drop for OggListener {
+    fn drop(&mut self) {
+        if self.guard.ended_by.is_none() {
+            self.guard.ended_by = self.held_back_reason(Instant::now());
+        }
+    }
 }
 
 /// The body of `GET /stations/{id}/stream.opus` for the rendition at index `rendition`.
@@ -121,6 +132,7 @@ pub fn ogg_stream(
         max_lag_packets: u64::from(config.max_lag_ms / FRAME_MS).max(1),
         behind_since: None,
         last_skip: None,
+        caught_up_at: Instant::now(),
         sent,
         silence: Box::pin(tokio::time::sleep(deadline)),
     };
@@ -151,6 +163,7 @@ impl OggListener {
                     self.guard.last_progress = now;
                     return Some(self.pages.headers());
                 }
+                self.caught_up_at = now;
                 self.wait(notified, deadline).await;
                 continue;
             };
@@ -176,6 +189,7 @@ impl OggListener {
                     page
                 }
                 PageStep::Idle => {
+                    self.caught_up_at = now;
                     self.next_seq = Some(seq);
                     self.wait(notified, deadline).await;
                     continue;
@@ -192,6 +206,28 @@ impl OggListener {
             self.guard.last_progress = now;
             return Some(page.bytes);
         }
+    }
+
+    /// Why the server gave up on a listener whose body is dropped without having ended
+    /// the stream itself: the kernel closes a connection whose peer takes nothing (or
+    /// only window probes' worth) for the deadline (`TCP_USER_TIMEOUT`, see
+    /// [`super::tune_listener_socket`]), often before the body falls far enough behind
+    /// to skip. A body that had not caught up for longer than `max_lag_ms` was held
+    /// back by its connection: `stalled` when the HTTP layer stopped pulling it too,
+    /// `too_slow` when it still pulled, slower than real time. `None` for a listener
+    /// that kept up and left.
+    fn held_back_reason(&self, now: Instant) -> Option<DisconnectReason> {
+        let max_lag = Duration::from_millis(self.max_lag_packets * u64::from(FRAME_MS));
+        if now.saturating_duration_since(self.caught_up_at) <= max_lag {
+            return None;
+        }
+        Some(
+            if now.saturating_duration_since(self.guard.last_progress) > max_lag {
+                DisconnectReason::Stalled
+            } else {
+                DisconnectReason::TooSlow
+            },
+        )
     }
 
     fn skipped(&mut self, packets: u64, now: Instant) {

@@ -323,15 +323,18 @@ impl Cursor {
 }
 
 /// Limits a stalled client's hold on server and kernel memory: a small send buffer,
-/// and the kernel gives up on a peer that takes nothing for twice the deadline (the
-/// session's own deadline comes first and counts the reason; the kernel's closes
-/// the connection a send can no longer reach).
+/// and the kernel gives up on a peer that takes nothing for the deadline
+/// (`TCP_USER_TIMEOUT`, which also covers a receive window that stays shut). Its clock
+/// starts only once the client's own buffers are full, after the client stopped
+/// reading: a WebSocket session's deadline (counted from its first unanswered ping)
+/// comes first and names the reason; for a plain HTTP listener, whose body the HTTP
+/// layer simply stops pulling, this is what closes the connection at its deadline.
 pub fn tune_listener_socket(stream: &tokio::net::TcpStream, config: &ListenerConfig) {
     let socket = socket2::SockRef::from(stream);
     if let Err(error) = socket.set_send_buffer_size(config.socket_send_buffer_bytes as usize) {
         tracing::debug!(%error, "cannot set the socket send buffer");
     }
-    let deadline = Duration::from_millis(2 * u64::from(config.behind_deadline_ms));
+    let deadline = Duration::from_millis(u64::from(config.behind_deadline_ms));
     if let Err(error) = socket.set_tcp_user_timeout(Some(deadline)) {
         tracing::debug!(%error, "cannot set TCP_USER_TIMEOUT");
     }

@@ -174,9 +174,16 @@ impl ListenerSession {
 
     fn end(&mut self, reason: DisconnectReason, ctx: &mut Context<Self>) {
         // The socket layer may give up on a client that stopped reading (TCP_USER_TIMEOUT)
-        // before our own deadline does: while a send is stuck, that is a stall.
+        // before our own deadline does: while a send is stuck, or a ping has gone
+        // unanswered for longer than the ping interval, that is a stall.
         let reason = match reason {
-            DisconnectReason::ClientClosed if self.send_wait.is_stalled() => {
+            DisconnectReason::ClientClosed
+                if self.send_wait.is_stalled()
+                    || self
+                        .client_lag
+                        .unanswered_for(Instant::now())
+                        .is_some_and(|waited| waited > PING_INTERVAL) =>
+            {
                 DisconnectReason::Stalled
             }
             other => other,
