@@ -95,11 +95,18 @@ impl EventQueue {
     pub fn emit(&self, event: PlayEvent) {
         match self.sender.try_send(event) {
             Ok(()) => self.emitted.inc(),
-            Err(TrySendError::Full(event) | TrySendError::Disconnected(event)) => {
+            Err(TrySendError::Full(event)) => {
                 self.dropped.inc();
                 tracing::error!(
                     station = %event.station, kind = ?event.event_type(), id = %event.id,
                     "play event dropped: the event queue is full"
+                );
+            }
+            Err(TrySendError::Disconnected(event)) => {
+                self.dropped.inc();
+                tracing::error!(
+                    station = %event.station, kind = ?event.event_type(), id = %event.id,
+                    "play event dropped: the station stopped and its event writer has stored its last events"
                 );
             }
         }
