@@ -111,12 +111,7 @@ impl Engine {
         ));
         for (station_config, origin) in station_configs {
             if stored.stopped.contains(&station_config.id) {
-                tracing::info!(station = %station_config.id, "station stays stopped (stopped through the API)");
-                metrics
-                    .station_running
-                    .with_label_values(&[station_config.id.as_str()])
-                    .set(0);
-                stations.insert_stopped(station_config, origin);
+                control.keep_stopped(station_config, origin);
             } else {
                 control.launch(station_config, origin)?;
             }

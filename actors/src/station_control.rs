@@ -141,7 +141,7 @@ pub struct StationControl {
 impl std::fmt::Debug for StationControl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StationControl")
-            .field("stations", &self.stations.entries().len())
+            .field("stations", &self.stations.len())
             .finish_non_exhaustive()
     }
 }
@@ -209,6 +209,14 @@ impl StationControl {
         Ok(station)
     }
 
+    /// Lists a station that stays stopped (it was stopped through the API before the
+    /// engine started again).
+    pub fn keep_stopped(&self, config: StationConfig, origin: StationOrigin) {
+        tracing::info!(station = %config.id, "station stays stopped (stopped through the API)");
+        self.running_gauge(&config.id).set(0);
+        self.stations.insert_stopped(config, origin);
+    }
+
     /// Adds a station through the API and starts it.
     pub async fn add(&self, config: StationConfig) -> Result<Arc<Station>, StationControlError> {
         config.validate()?;
@@ -217,7 +225,7 @@ impl StationControl {
             return Err(StationControlError::Exists(config.id));
         }
         let limit = self.config.limits.max_stations;
-        if self.stations.entries().len() >= limit {
+        if self.stations.len() >= limit {
             return Err(StationControlError::TooMany { limit });
         }
         let playlists = self.stations.playlists();

@@ -35,19 +35,7 @@ fn stalled_client(addr: &str) -> socket2::Socket {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_listeners_are_dropped_and_others_keep_playing() {
-    // Long tracks: all are rendered before the measurement, so the station's own
-    // memory stays put while the listeners' is measured.
-    let config = common::SHORT_TRACKS_CONFIG
-        .replace(
-            "behind_deadline_ms = 3000",
-            &format!("behind_deadline_ms = {DEADLINE_MS}"),
-        )
-        .replace("track_seconds = 9", "track_seconds = 120");
-    let engine = common::Engine::start(&config);
-    engine.wait_ready();
-    while engine.metric("sonicforge_upcoming_tracks{") < 2.0 {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let engine = common::start_with_rendered_long_tracks(DEADLINE_MS);
 
     let url = format!("ws://{}/stations/main/ws?bitrate=128", engine.addr);
     let (mut healthy, _) = tokio_tungstenite::connect_async(&url).await.unwrap();

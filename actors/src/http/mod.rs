@@ -54,7 +54,7 @@ pub struct AppState {
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState")
-            .field("stations", &self.stations.entries().len())
+            .field("stations", &self.stations.len())
             .field("event_reader", &self.events.is_some())
             .finish_non_exhaustive()
     }

@@ -963,6 +963,16 @@ impl Stations {
         self.read().get(id).cloned()
     }
 
+    /// How many stations there are, running or stopped.
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    /// Whether there is no station at all.
+    pub fn is_empty(&self) -> bool {
+        self.read().is_empty()
+    }
+
     /// Every station, running or stopped, by id.
     pub fn entries(&self) -> Vec<StationEntry> {
         self.read().values().cloned().collect()

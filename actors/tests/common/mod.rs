@@ -24,6 +24,24 @@ seed = 42
 playlist = ["lofi chill 80 bpm A minor", "dark techno 128 bpm", "deep house 122 bpm F minor"]
 "#;
 
+/// [`SHORT_TRACKS_CONFIG`] with 120 s tracks and the listener deadline `deadline_ms`,
+/// started and waited for until its upcoming tracks are rendered: the station's own
+/// memory then stays put while the listeners' is measured.
+pub fn start_with_rendered_long_tracks(deadline_ms: u64) -> Engine {
+    let config = SHORT_TRACKS_CONFIG
+        .replace(
+            "behind_deadline_ms = 3000",
+            &format!("behind_deadline_ms = {deadline_ms}"),
+        )
+        .replace("track_seconds = 9", "track_seconds = 120");
+    let engine = Engine::start(&config);
+    engine.wait_ready();
+    while engine.metric("sonicforge_upcoming_tracks{") < 2.0 {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    engine
+}
+
 /// The token signing secret every engine the harness starts uses (through
 /// `SONICFORGE_JWT_SECRET`), so tests can mint tokens with [`token`].
 pub const TEST_JWT_SECRET: &str = "sonicforge-integration-test-secret-0123456789";
