@@ -58,6 +58,7 @@ pub struct Metrics {
     pub webhook_failures: IntCounterVec,
     pub webhook_dropped: IntCounterVec,
     pub http_requests: IntCounterVec,
+    pub media_uploads_in_progress: IntGauge,
 }
 
 fn build<T: prometheus::core::Collector + Clone + 'static>(
@@ -508,6 +509,13 @@ impl Metrics {
                         "HTTP requests answered, by route pattern, method and status class (2xx, 4xx...).",
                     ),
                     &["route", "method", "status"],
+                ),
+            ),
+            media_uploads_in_progress: build(
+                r,
+                IntGauge::new(
+                    "sonicforge_media_uploads_in_progress",
+                    "Media uploads being read, decoded or stored; further uploads get 503 while it is at the limit.",
                 ),
             ),
             registry,

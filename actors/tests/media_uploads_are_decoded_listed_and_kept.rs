@@ -208,13 +208,18 @@ fn media_uploads_are_decoded_listed_and_kept() {
             stream
         })
         .collect();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let busy = loop {
-        let answer = upload(&engine, "noise.wav", b"RIFF....WAVEjunk");
-        if answer.status == 503 || std::time::Instant::now() > deadline {
-            break answer;
-        }
-    };
+    // Probe only once both hold their places: a probe sent earlier could take a place
+    // first and turn one of the stalled uploads away.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while engine.metric("sonicforge_media_uploads_in_progress") < 2.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the two stalled uploads never held both places: sonicforge_media_uploads_in_progress = {}",
+            engine.metric("sonicforge_media_uploads_in_progress")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let busy = upload(&engine, "noise.wav", b"RIFF....WAVEjunk");
     assert_eq!(busy.status, 503, "{}", busy.body);
     assert_eq!(busy.header("retry-after"), Some("5"), "{:?}", busy.headers);
     assert!(busy.body.contains("uploads_at_once"), "{}", busy.body);
@@ -227,6 +232,14 @@ fn media_uploads_are_decoded_listed_and_kept() {
         }
     };
     assert_eq!(after.status, 422, "{}", after.body);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while engine.metric("sonicforge_media_uploads_in_progress") > 0.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "uploads whose clients left are still counted in progress"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 
     // Still on air, and the catalog survives a restart.
     assert_eq!(engine.get("/healthz").0, 200);

@@ -231,6 +231,7 @@ async fn upload(
     let _permit = UPLOADS_IN_PROGRESS
         .try_acquire()
         .map_err(|_| MediaApiError::Busy)?;
+    let _counted = UploadInProgress::count(&state.metrics.media_uploads_in_progress);
     let mut bytes = Vec::with_capacity(declared.unwrap_or(0).min(limit) as usize);
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|error| MediaApiError::Body(error.to_string()))?;
@@ -251,6 +252,22 @@ async fn upload(
     Ok(HttpResponse::build(status)
         .insert_header((header::LOCATION, format!("/api/media/{}", entry.id)))
         .json(entry))
+}
+
+/// Counts one upload in `sonicforge_media_uploads_in_progress` for as long as it lives.
+struct UploadInProgress<'a>(&'a prometheus::IntGauge);
+
+impl<'a> UploadInProgress<'a> {
+    fn count(gauge: &'a prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for UploadInProgress<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// `DELETE /api/media/{id}`
