@@ -5,11 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, Addr};
-use actix_web::{App, HttpServer, web};
+use actix_service::{IntoServiceFactory, ServiceFactoryExt};
+use actix_web::{App, web};
 
 use crate::config::Config;
 use crate::http::{self, AppState};
-use crate::listen::tune_listener_socket;
+use crate::listen::{ListenerIo, tune_listener_socket};
 use crate::metrics::Metrics;
 use crate::station::{ALIVE_EVERY, AliveMarker, StationError, Stations};
 use crate::station_control::{StationControl, StationControlError, StoredStations};
@@ -51,9 +52,15 @@ pub enum ServerError {
 }
 
 /// Pending connections the listening socket queues (a reconnect storm must not overflow it).
-const LISTEN_BACKLOG: u32 = 4096;
+const LISTEN_BACKLOG: i32 = 4096;
 /// Time connections get to finish when the engine shuts down.
 const SHUTDOWN_SECONDS: u64 = 3;
+/// Time listeners get to leave a stopping engine before the server stops.
+const LISTENERS_LEAVE_WITHIN: Duration = Duration::from_secs(2);
+/// Time a client gets to send a request's head.
+const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time a client gets to close its side once the server closed a connection.
+const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A started engine: its stations and the bound HTTP server.
 pub struct Engine {
@@ -151,7 +158,7 @@ impl Engine {
         };
         let json_limit = config.limits.json_body_kb as usize * 1024;
         let cors_origins = config.limits.cors_origins.clone();
-        let server = HttpServer::new(move || {
+        let app = move || {
             App::new()
                 .app_data(state.clone())
                 .app_data(station_events.clone())
@@ -170,20 +177,53 @@ impl Engine {
                 .wrap(actix_web::middleware::from_fn(
                     crate::http_metrics::count_requests,
                 ))
-        })
-        .on_connect(move |connection, _extensions| {
-            if let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
-                tune_listener_socket(stream, &listener_config);
-            }
-        })
-        .workers(workers)
-        .backlog(LISTEN_BACKLOG)
-        .disable_signals()
-        .shutdown_timeout(SHUTDOWN_SECONDS)
-        .bind(addr)
-        .map_err(|source| ServerError::Bind { addr, source })?;
-        let addrs = server.addrs();
-        let server = server.run();
+        };
+        let listening = bind_listener(addr).map_err(|source| ServerError::Bind { addr, source })?;
+        let local_addr = listening
+            .local_addr()
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        let builder = actix_server::Server::build();
+        let shutdown = builder.graceful_shutdown_signal();
+        let builder = builder
+            .workers(workers)
+            .disable_signals()
+            .shutdown_timeout(SHUTDOWN_SECONDS)
+            .listen("sonicforge-http", listening, move || {
+                let shutdown = shutdown.clone();
+                let http = actix_http::HttpService::build()
+                    .keep_alive(actix_http::KeepAlive::default())
+                    .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
+                    .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
+                    .h1_allow_half_closed(true)
+                    .local_addr(local_addr)
+                    // Idle keep-alive connections close as soon as the server stops.
+                    .graceful_shutdown_signal(move || {
+                        let shutdown = shutdown.clone();
+                        async move { shutdown.notified().await }
+                    })
+                    .on_connect_ext(|io: &ListenerIo, extensions| {
+                        extensions.insert(io.handover());
+                    })
+                    .finish(actix_service::map_config(
+                        app()
+                            .into_factory()
+                            .map_err(|error: actix_web::Error| error.error_response()),
+                        |()| actix_web::dev::AppConfig::default(),
+                    ));
+                actix_service::fn_service(move |stream: actix_web::rt::net::TcpStream| {
+                    tune_listener_socket(&stream, &listener_config);
+                    let peer = stream.peer_addr().ok();
+                    std::future::ready(Ok::<_, actix_http::error::DispatchError>((
+                        ListenerIo::new(stream),
+                        actix_http::Protocol::Http1,
+                        peer,
+                    )))
+                })
+                .and_then(http)
+            })
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        let addrs = vec![local_addr];
+        let server = builder.run();
         Ok(Self {
             stations,
             addrs,
@@ -201,6 +241,11 @@ impl Engine {
             tracing::info!("shutting down");
             // Ending the stations ends every listener's stream, so the server can drain.
             stations.stop_all();
+            // HTTP listeners are no longer the server's connections: their page writers
+            // end them, and the server stops once they have left.
+            for station in stations.running() {
+                station.listeners_left(LISTENERS_LEAVE_WITHIN).await;
+            }
             handle.stop(true).await;
         });
         let result = self.server.await.map_err(ServerError::Serve);
@@ -212,6 +257,20 @@ impl Engine {
         }
         result
     }
+}
+
+/// The listening socket: reusable at once after a restart, with a queue deep enough
+/// for a reconnect storm.
+fn bind_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
 }
 
 /// The read side of the event store, for the read API and the lookup of sessions left

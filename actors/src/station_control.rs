@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::Addr;
 use serde::{Deserialize, Serialize};
@@ -341,11 +341,7 @@ impl StationControl {
         self.root.do_send(Unsupervise {
             station: station.id().to_string(),
         });
-        let started = Instant::now();
-        while station.listener_count() > 0 && started.elapsed() < LISTENERS_LEAVE_WITHIN {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let staying = station.listener_count();
+        let staying = station.listeners_left(LISTENERS_LEAVE_WITHIN).await;
         if staying > 0 {
             tracing::warn!(
                 station = %station.id(), listeners = staying,

@@ -13,6 +13,8 @@ mod web_files;
 
 pub use validation::{ApiJson, ApiQuery, cors, json_config, path_config, query_config};
 
+use std::convert::Infallible;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -20,13 +22,16 @@ use actix::Actor;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, CacheControl, CacheDirective};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Access;
 use crate::config::Config;
-use crate::listen::{CapReached, ListenerCaps, ListenerOrigin, ListenerSession, ogg_stream};
+use crate::listen::{
+    CapReached, Handover, HttpListener, ListenerCaps, ListenerOrigin, ListenerSession,
+};
 use crate::metrics::{ListenerMetrics, Metrics, TRANSPORT_HTTP, TRANSPORT_WEBSOCKET};
 use crate::station::{NowPlaying, Station, StationEntry, StationOrigin, Stations};
 
@@ -142,6 +147,9 @@ pub enum ApiError {
     NothingToKill(#[from] crate::supervise::chaos::KillError),
     #[error("{0}; try again later")]
     ListenerCap(#[from] CapReached),
+    /// The stream was asked of a server that does not hand connections over.
+    #[error("this server cannot hand a connection over to the page writer")]
+    NoHandover,
 }
 
 impl ResponseError for ApiError {
@@ -152,6 +160,7 @@ impl ResponseError for ApiError {
             Self::ChaosDisabled => StatusCode::FORBIDDEN,
             Self::NothingToKill(_) => StatusCode::CONFLICT,
             Self::ListenerCap(_) | Self::StationStopped(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NoHandover => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -332,6 +341,9 @@ async fn http_stream(
     query: ApiQuery<StreamQuery>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
+    let handover = req
+        .conn_data::<Rc<Handover>>()
+        .ok_or(ApiError::NoHandover)?;
     let station = state.station(&id)?;
     let rendition = rendition_index(&station, query.bitrate)?;
     let slot = state.listener_caps.reserve(station.id())?;
@@ -342,7 +354,17 @@ async fn http_stream(
         station.feeds[rendition].bitrate_kbps,
     );
     let serial = state.next_serial.fetch_add(1, Ordering::Relaxed);
-    Ok(HttpResponse::Ok()
+    handover.arm(HttpListener::new(
+        station,
+        rendition,
+        serial,
+        metrics,
+        ListenerOrigin::of(&req, &state.client_hash_salt),
+        slot,
+    ));
+    // The head only: the connection then leaves actix-http for the page writer,
+    // which sends the stream until the connection ends (no length, no chunks).
+    let mut response = HttpResponse::Ok()
         .content_type("audio/ogg")
         .insert_header(CacheControl(vec![
             CacheDirective::NoCache,
@@ -352,14 +374,10 @@ async fn http_stream(
             header::HeaderName::from_static("x-content-type-options"),
             "nosniff",
         ))
-        .streaming(ogg_stream(
-            station,
-            rendition,
-            serial,
-            metrics,
-            ListenerOrigin::of(&req, &state.client_hash_salt),
-            slot,
-        )))
+        .force_close()
+        .streaming(futures_util::stream::empty::<Result<Bytes, Infallible>>());
+    response.head_mut().no_chunking(true);
+    Ok(response)
 }
 
 /// A station as the API shows it.

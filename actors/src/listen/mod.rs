@@ -1,6 +1,8 @@
 //! The fan-out: every listener reads its rendition's lock-free packet ring with a
 //! cursor of its own. WebSocket listeners are [`ListenerSession`] actors; plain HTTP
-//! listeners get a continuous Ogg/Opus body ([`ogg_stream`]).
+//! listeners ([`HttpListener`]) share one muxed Ogg/Opus page stream per rendition,
+//! written to their sockets by one page writer per worker thread once actix-http has
+//! handed the connection over ([`ListenerIo`]).
 //!
 //! A listener that falls further behind than `max_lag_ms` skips forward to the
 //! newest packet (the next packet carries the discontinuity flag). One that stays
@@ -9,6 +11,7 @@
 //! bounded queues of the socket.
 
 mod caps;
+mod handover;
 mod http;
 mod pages;
 mod ws;
@@ -24,7 +27,8 @@ use crate::config::ListenerConfig;
 use crate::station::Station;
 
 pub use caps::{CapReached, ListenerCaps, ListenerSlot};
-pub use http::ogg_stream;
+pub use handover::{Handover, ListenerIo};
+pub use http::HttpListener;
 pub use ws::ListenerSession;
 
 /// Why a listener's session ended; the label of `sonicforge_listener_disconnects_total`.

@@ -63,42 +63,13 @@ pub(crate) struct SharedPages {
 }
 
 impl SharedPages {
-    /// The page at packet `seq`, or the first after it.
-    pub(crate) fn page_at(&self, seq: u64) -> PageStep {
+    /// Copies the window into `view` under one short lock: a writer pass then serves
+    /// every listener from it (a reference-count increment per page, no allocation
+    /// once the view has grown to the window's size).
+    pub(crate) fn refresh(&self, view: &mut PageView) {
         let window = self.window.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(oldest) = window.pages.front() else {
-            return PageStep::Idle;
-        };
-        if seq < oldest.first_seq {
-            return PageStep::Skipped {
-                page: oldest.clone(),
-                packets: oldest.first_seq - seq,
-            };
-        }
-        // Listeners nearly always ask for the newest page: search from the back.
-        window
-            .pages
-            .iter()
-            .rev()
-            .take_while(|page| page.next_seq > seq)
-            .last()
-            .map_or(PageStep::Idle, |page| PageStep::Page(page.clone()))
-    }
-
-    /// The packet position a listener joining now starts from: `pre_roll_packets`
-    /// before the newest page's end.
-    pub(crate) fn join_position(&self, pre_roll_packets: u64) -> Option<u64> {
-        let window = self.window.lock().unwrap_or_else(PoisonError::into_inner);
-        window
-            .pages
-            .back()
-            .map(|newest| newest.next_seq.saturating_sub(pre_roll_packets))
-    }
-
-    /// The packet position after the newest page.
-    pub(crate) fn newest_end(&self) -> Option<u64> {
-        let window = self.window.lock().unwrap_or_else(PoisonError::into_inner);
-        window.pages.back().map(|newest| newest.next_seq)
+        view.pages.clear();
+        view.pages.extend(window.pages.iter().cloned());
     }
 
     pub(crate) fn headers(&self) -> Bytes {
@@ -111,6 +82,47 @@ impl SharedPages {
             window.pages.pop_front();
         }
         window.pages.push_back(page);
+    }
+}
+
+/// The recent pages of a stream as one writer pass sees them.
+#[derive(Debug, Default)]
+pub(crate) struct PageView {
+    pages: Vec<SharedPage>,
+}
+
+impl PageView {
+    /// The page at packet `seq`, or the first after it.
+    pub(crate) fn page_at(&self, seq: u64) -> PageStep {
+        let Some(oldest) = self.pages.first() else {
+            return PageStep::Idle;
+        };
+        if seq < oldest.first_seq {
+            return PageStep::Skipped {
+                page: oldest.clone(),
+                packets: oldest.first_seq - seq,
+            };
+        }
+        // Listeners nearly always ask for the newest page: search from the back.
+        self.pages
+            .iter()
+            .rev()
+            .take_while(|page| page.next_seq > seq)
+            .last()
+            .map_or(PageStep::Idle, |page| PageStep::Page(page.clone()))
+    }
+
+    /// The packet position a listener joining now starts from: `pre_roll_packets`
+    /// before the newest page's end.
+    pub(crate) fn join_position(&self, pre_roll_packets: u64) -> Option<u64> {
+        self.pages
+            .last()
+            .map(|newest| newest.next_seq.saturating_sub(pre_roll_packets))
+    }
+
+    /// The packet position after the newest page.
+    pub(crate) fn newest_end(&self) -> Option<u64> {
+        self.pages.last().map(|newest| newest.next_seq)
     }
 }
 
@@ -265,7 +277,7 @@ fn frames_in_window() -> u64 {
 mod tests {
     use super::*;
 
-    fn stream(max_pages: usize, pages: &[(u64, u64)]) -> SharedPages {
+    fn stream(max_pages: usize, pages: &[(u64, u64)]) -> PageView {
         let shared = SharedPages {
             headers: Bytes::from_static(b"headers"),
             window: Mutex::new(Window {
@@ -281,7 +293,9 @@ mod tests {
                 bytes: Bytes::from(vec![first_seq as u8]),
             });
         }
-        shared
+        let mut view = PageView::default();
+        shared.refresh(&mut view);
+        view
     }
 
     fn first_of(step: PageStep) -> Option<u64> {
@@ -329,6 +343,5 @@ mod tests {
             panic!("expected pages");
         };
         assert_eq!(a.bytes.as_ptr(), b.bytes.as_ptr());
-        assert_eq!(pages.headers(), Bytes::from_static(b"headers"));
     }
 }

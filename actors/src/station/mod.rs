@@ -823,6 +823,16 @@ impl Station {
         }
         total
     }
+
+    /// Waits until the station's listeners have left, at most `within`; the number
+    /// still connected then.
+    pub async fn listeners_left(&self, within: Duration) -> i64 {
+        let started = std::time::Instant::now();
+        while self.listener_count() > 0 && started.elapsed() < within {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.listener_count()
+    }
 }
 
 /// Runs one step of a station actor (a tick, a message). A panic inside it is caught:
