@@ -112,6 +112,12 @@ impl PageView {
             .map_or(PageStep::Idle, |page| PageStep::Page(page.clone()))
     }
 
+    /// The page holding packet `seq` (or the first after it) and every newer page.
+    pub(crate) fn pages_from(&self, seq: u64) -> &[SharedPage] {
+        let first = self.pages.partition_point(|page| page.next_seq <= seq);
+        &self.pages[first..]
+    }
+
     /// The packet position a listener joining now starts from: `pre_roll_packets`
     /// before the newest page's end.
     pub(crate) fn join_position(&self, pre_roll_packets: u64) -> Option<u64> {
@@ -321,6 +327,22 @@ mod tests {
         assert_eq!(start, 5);
         assert_eq!(first_of(pages.page_at(start)), Some(5));
         assert!(stream(10, &[]).join_position(15).is_none());
+    }
+
+    #[test]
+    fn pages_from_a_position_start_with_the_page_holding_it() {
+        let pages = stream(10, &[(0, 5), (5, 10), (10, 15)]);
+        let firsts = |seq| {
+            pages
+                .pages_from(seq)
+                .iter()
+                .map(|page| page.first_seq)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(firsts(0), [0, 5, 10]);
+        assert_eq!(firsts(7), [5, 10]);
+        assert_eq!(firsts(10), [10]);
+        assert!(firsts(15).is_empty());
     }
 
     #[test]
