@@ -13,7 +13,9 @@ use crate::http::{self, AppState};
 use crate::listen::{ListenerIo, tune_listener_socket};
 use crate::metrics::Metrics;
 use crate::station::{ALIVE_EVERY, AliveMarker, StationError, Stations};
-use crate::station_control::{StationControl, StationControlError, StoredStations};
+use crate::station_control::{
+    LISTENERS_LEAVE_WITHIN, StationControl, StationControlError, StoredStations,
+};
 use crate::station_events::StationEvents;
 use crate::supervise::root::RootSupervisor;
 
@@ -55,8 +57,6 @@ pub enum ServerError {
 const LISTEN_BACKLOG: i32 = 4096;
 /// Time connections get to finish when the engine shuts down.
 const SHUTDOWN_SECONDS: u64 = 3;
-/// Time listeners get to leave a stopping engine before the server stops.
-const LISTENERS_LEAVE_WITHIN: Duration = Duration::from_secs(2);
 /// Time a client gets to send a request's head.
 const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time a client gets to close its side once the server closed a connection.
@@ -243,9 +243,13 @@ impl Engine {
             stations.stop_all();
             // HTTP listeners are no longer the server's connections: their page writers
             // end them, and the server stops once they have left.
-            for station in stations.running() {
-                station.listeners_left(LISTENERS_LEAVE_WITHIN).await;
-            }
+            let running = stations.running();
+            futures_util::future::join_all(
+                running
+                    .iter()
+                    .map(|station| station.listeners_left(LISTENERS_LEAVE_WITHIN)),
+            )
+            .await;
             handle.stop(true).await;
         });
         let result = self.server.await.map_err(ServerError::Serve);

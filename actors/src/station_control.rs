@@ -30,7 +30,7 @@ use crate::supervise::root::{RootSupervisor, Supervise, Unsupervise};
 pub const STATIONS_FILE: &str = "stations.json";
 /// How long a stopping station waits for its listeners to leave before it stores its
 /// last play events.
-const LISTENERS_LEAVE_WITHIN: Duration = Duration::from_secs(3);
+pub(crate) const LISTENERS_LEAVE_WITHIN: Duration = Duration::from_secs(3);
 /// How long a stopping station may take to store its last play events.
 const FLUSH_EVENTS_WITHIN: Duration = Duration::from_secs(5);
 

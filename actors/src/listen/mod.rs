@@ -330,9 +330,10 @@ impl Cursor {
 /// and the kernel gives up on a peer that takes nothing for the deadline
 /// (`TCP_USER_TIMEOUT`, which also covers a receive window that stays shut). Its clock
 /// starts only once the client's own buffers are full, after the client stopped
-/// reading: a WebSocket session's deadline (counted from its first unanswered ping)
-/// comes first and names the reason; for a plain HTTP listener, whose body the HTTP
-/// layer simply stops pulling, this is what closes the connection at its deadline.
+/// reading. A WebSocket session's deadline (counted from its first unanswered ping)
+/// and a plain HTTP listener's page writer (counted from the socket's last accepted
+/// byte) usually come first and name the reason; a write the kernel fails with this
+/// timeout counts as a stall too.
 pub fn tune_listener_socket(stream: &tokio::net::TcpStream, config: &ListenerConfig) {
     let socket = socket2::SockRef::from(stream);
     if let Err(error) = socket.set_send_buffer_size(config.socket_send_buffer_bytes as usize) {

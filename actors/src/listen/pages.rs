@@ -103,12 +103,8 @@ impl PageView {
                 packets: oldest.first_seq - seq,
             };
         }
-        // Listeners nearly always ask for the newest page: search from the back.
-        self.pages
-            .iter()
-            .rev()
-            .take_while(|page| page.next_seq > seq)
-            .last()
+        self.pages_from(seq)
+            .first()
             .map_or(PageStep::Idle, |page| PageStep::Page(page.clone()))
     }
 
@@ -283,7 +279,7 @@ fn frames_in_window() -> u64 {
 mod tests {
     use super::*;
 
-    fn stream(max_pages: usize, pages: &[(u64, u64)]) -> PageView {
+    fn shared(max_pages: usize, pages: &[(u64, u64)]) -> SharedPages {
         let shared = SharedPages {
             headers: Bytes::from_static(b"headers"),
             window: Mutex::new(Window {
@@ -299,8 +295,12 @@ mod tests {
                 bytes: Bytes::from(vec![first_seq as u8]),
             });
         }
+        shared
+    }
+
+    fn stream(max_pages: usize, pages: &[(u64, u64)]) -> PageView {
         let mut view = PageView::default();
-        shared.refresh(&mut view);
+        shared(max_pages, pages).refresh(&mut view);
         view
     }
 
@@ -365,5 +365,6 @@ mod tests {
             panic!("expected pages");
         };
         assert_eq!(a.bytes.as_ptr(), b.bytes.as_ptr());
+        assert_eq!(shared(4, &[]).headers(), Bytes::from_static(b"headers"));
     }
 }
